@@ -1,0 +1,62 @@
+# pgsteward — the two commands a newcomer needs are `make run` and `make test`.
+#
+# Test dependencies (PostgreSQL majors, shellcheck, hadolint, buildx, helm, a
+# Python venv) are installed once into $(PGSTEWARD_CACHE), outside the repo.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -Eeuo pipefail -c
+.DEFAULT_GOAL := help
+
+export PGSTEWARD_CACHE ?= /var/cache/pgsteward
+# The majors the image tier runs against: the upgrade source and the current one.
+export PGSTEWARD_TEST_MAJORS ?= 17 18
+
+CARGO ?= cargo
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: ## install the CRDs into the current kube context and run the operator
+	@hack/run.sh
+
+.PHONY: test
+test: test-deps lint test-unit test-image test-chart test-cluster ## install test deps, then run every tier
+	@echo "make test: all tiers finished"
+
+.PHONY: test-deps
+test-deps: ## install (once, cached) everything the tests need
+	@e2e/setup/test-deps.sh
+
+.PHONY: lint
+lint: ## rustfmt, clippy, shellcheck, hadolint, CRD drift, bake matrix
+	@hack/lint.sh
+
+.PHONY: test-unit
+test-unit: ## Rust unit and mocked-API tests
+	$(CARGO) test --workspace --locked
+
+.PHONY: test-image
+test-image: ## the image's scripts against real PostgreSQL
+	@e2e/run-tier.sh image
+
+.PHONY: test-chart
+test-chart: ## helm lint and rendered-manifest validation
+	@e2e/run-tier.sh chart
+
+.PHONY: test-cluster
+test-cluster: ## the operator against a real API server (skips without one)
+	@e2e/run-tier.sh cluster
+
+.PHONY: crds
+crds: ## regenerate crds/ from the Rust types
+	$(CARGO) run --quiet --locked -p pgsteward-api --bin crdgen -- crds
+
+.PHONY: bench-upgrade
+bench-upgrade: test-deps ## upgrade wall time against data size (pg_upgrade --link)
+	@e2e/run-tier.sh bench-upgrade
+
+.PHONY: bench-scale
+bench-scale: ## 500 instances against a reachable API server
+	@e2e/run-tier.sh bench-scale

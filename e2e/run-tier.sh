@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs one test tier with the cached test dependencies on PATH.
+#
+#   e2e/run-tier.sh image|chart|cluster|bench-upgrade|bench-scale
+#
+# Exit codes: 0 the tier passed (or skipped, saying why); 1 it failed; 2 usage.
+set -Eeuo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+PGSTEWARD_CACHE=${PGSTEWARD_CACHE:-/var/cache/pgsteward}
+export PATH="$PGSTEWARD_CACHE/bin:$PATH" PGSTEWARD_CACHE
+pytest_bin="$PGSTEWARD_CACHE/venv/bin/pytest"
+
+tier=${1:-}
+case "$tier" in
+  image)
+    cd "$repo/e2e/image"
+    exec "$pytest_bin" -ra -p no:cacheprovider "${@:2}" .
+    ;;
+  chart)
+    cd "$repo/e2e/chart"
+    exec "$pytest_bin" -ra -p no:cacheprovider "${@:2}" .
+    ;;
+  cluster)
+    exec "$repo/e2e/cluster/run.sh" "${@:2}"
+    ;;
+  bench-upgrade)
+    exec "$repo/e2e/bench/upgrade.sh" "${@:2}"
+    ;;
+  bench-scale)
+    exec "$repo/e2e/cluster/bench-scale.sh" "${@:2}"
+    ;;
+  *)
+    echo "usage: $0 image|chart|cluster|bench-upgrade|bench-scale" >&2
+    exit 2
+    ;;
+esac

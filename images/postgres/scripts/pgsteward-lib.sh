@@ -1,0 +1,148 @@
+# shellcheck shell=bash
+# pgsteward-lib.sh — sourced by every script in the image, never executed.
+#
+# Paths are variables whose defaults are the image's own values, so the same
+# scripts run on a host against real PostgreSQL binaries in the test tier.
+# The contract with the operator (paths, state file format, request
+# variables) is written down in docs/image-contract.md.
+
+: "${PG_MAJOR:?PG_MAJOR must be set (the official image sets it)}"
+PGSTEWARD_VOLUME=${PGSTEWARD_VOLUME:-/var/lib/postgresql}
+PGDATA=${PGDATA:-$PGSTEWARD_VOLUME/$PG_MAJOR/docker}
+PGSTEWARD_CONFIG_DIR=${PGSTEWARD_CONFIG_DIR:-/etc/postgresql}
+PGSTEWARD_STATE_DIR=${PGSTEWARD_STATE_DIR:-$PGSTEWARD_VOLUME/pgsteward}
+PGSTEWARD_STASH_DIR=${PGSTEWARD_STASH_DIR:-$PGSTEWARD_STATE_DIR/stash}
+PGSTEWARD_RUN_DIR=${PGSTEWARD_RUN_DIR:-/var/run/postgresql}
+WALG_BIN=${WALG_BIN:-wal-g}
+export PGDATA PGSTEWARD_VOLUME PGSTEWARD_CONFIG_DIR PGSTEWARD_STATE_DIR \
+  PGSTEWARD_STASH_DIR PGSTEWARD_RUN_DIR WALG_BIN
+
+# One log line: UTC timestamp, script name, message; always on stderr so that
+# stdout stays free for machine-readable output.
+log() {
+  printf '%s [%s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${PGSTEWARD_LOG_NAME:-${0##*/}}" "$*" >&2
+}
+
+# die MESSAGE [EXIT_CODE]
+die() {
+  log "ERROR: $1"
+  exit "${2:-1}"
+}
+
+now_utc() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+
+# Fault injection for the crash-safety tests: PGSTEWARD_FAULT_AT=<step> makes
+# the script SIGKILL itself when it reaches that step, exactly as an OOM kill
+# or a node loss would. Unset in production, where this is a no-op.
+fault_point() {
+  if [ -n "${PGSTEWARD_FAULT_AT:-}" ] && [ "$PGSTEWARD_FAULT_AT" = "$1" ]; then
+    log "fault injection: killing myself at step '$1'"
+    kill -9 $$
+  fi
+}
+
+# --- state files -------------------------------------------------------------
+# Every operation (backup, restore, upgrade) records its result as JSON in
+#   $PGSTEWARD_STATE_DIR/results/<kind>/<id>.json   (one per request id)
+#   $PGSTEWARD_STATE_DIR/<kind>.json                 (a copy of the latest)
+# Writes go to a temporary file and are renamed into place, so a reader (the
+# operator's exec) never sees half a file, even after a kill -9.
+
+# write_json_atomically PATH JSON
+write_json_atomically() {
+  local path=$1 json=$2 tmp
+  mkdir -p "$(dirname "$path")"
+  tmp=$(mktemp "$path.XXXXXX")
+  printf '%s\n' "$json" >"$tmp"
+  sync "$tmp" 2>/dev/null || true
+  mv -f "$tmp" "$path"
+}
+
+result_path() { printf '%s/results/%s/%s.json\n' "$PGSTEWARD_STATE_DIR" "$1" "$2"; }
+
+# result_exists KIND ID: true when that request already has a final outcome.
+result_exists() {
+  local path
+  path=$(result_path "$1" "$2")
+  [ -f "$path" ] && jq -e '.outcome != "running"' "$path" >/dev/null 2>&1
+}
+
+# record_result KIND ID OUTCOME STEP MESSAGE [DETAILS_JSON] [STARTED_AT]
+# OUTCOME is one of: running, succeeded, failed, rolled_back.
+record_result() {
+  local kind=$1 id=$2 outcome=$3 step=$4 message=$5 details=${6:-'{}'} started=${7:-} json finished=null
+  [ -n "$started" ] || started=$(now_utc)
+  [ "$outcome" = running ] || finished="\"$(now_utc)\""
+  json=$(jq -cn --arg kind "$kind" --arg id "$id" --arg outcome "$outcome" --arg step "$step" \
+    --arg message "$message" --arg started "$started" --argjson finished "$finished" \
+    --argjson details "$details" --argjson major "$PG_MAJOR" \
+    '{kind: $kind, id: $id, outcome: $outcome, step: $step, message: $message,
+      startedAt: $started, finishedAt: $finished, pgMajor: $major, details: $details}')
+  write_json_atomically "$(result_path "$kind" "$id")" "$json"
+  write_json_atomically "$PGSTEWARD_STATE_DIR/$kind.json" "$json"
+}
+
+# --- WAL-G storage -----------------------------------------------------------
+# The user (or the operator) gives one base prefix in the usual WAL-G variable.
+# Every script appends the PostgreSQL major, because pg_upgrade resets the
+# timeline and system identifier and WAL-G's retention would otherwise delete
+# the new major's backups (see reference/walg.md).
+
+STORAGE_PREFIX_VARS=(WALG_S3_PREFIX WALG_GS_PREFIX WALG_AZ_PREFIX WALG_FILE_PREFIX)
+
+# storage_configured: true when exactly one base prefix is set.
+storage_configured() {
+  local var count=0
+  for var in "${STORAGE_PREFIX_VARS[@]}"; do
+    [ -n "${!var:-}" ] && count=$((count + 1))
+  done
+  [ "$count" -eq 1 ]
+}
+
+# storage_prefix_var: the name of the variable that holds the base prefix.
+storage_prefix_var() {
+  local var
+  for var in "${STORAGE_PREFIX_VARS[@]}"; do
+    if [ -n "${!var:-}" ]; then
+      printf '%s\n' "$var"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# walg [ARGS...]: wal-g with the per-major prefix of this instance's storage.
+# PGSTEWARD_STORAGE_MAJOR overrides the major (a clone from an older source).
+walg() {
+  local var base
+  var=$(storage_prefix_var) || die "no backup storage configured (set one of ${STORAGE_PREFIX_VARS[*]})" 3
+  base=${!var}
+  env "$var=${base%/}/${PGSTEWARD_STORAGE_MAJOR:-$PG_MAJOR}" "$WALG_BIN" "$@"
+}
+
+# _FILE variants: WAL-G and AWS credentials may come from mounted files.
+# Exported by value, never logged.
+load_secret_files() {
+  local var file
+  for var in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY WALG_LIBSODIUM_KEY AZURE_STORAGE_KEY AZURE_STORAGE_SAS_TOKEN; do
+    file="${var}_FILE"
+    if [ -n "${!file:-}" ] && [ -z "${!var:-}" ]; then
+      [ -r "${!file}" ] || die "$file points to ${!file}, which is not readable" 2
+      export "$var=$(<"${!file}")"
+    fi
+  done
+}
+
+# --- server helpers ----------------------------------------------------------
+
+# pg_ctl_as_owner ARGS...: pg_ctl for this PGDATA. The scripts already run as
+# the data owner (the entrypoint drops privileges before calling them).
+server_running() { pg_ctl -D "$PGDATA" status >/dev/null 2>&1; }
+
+# free_bytes DIR: bytes available to a non-root user on DIR's filesystem.
+free_bytes() { df -P -B1 "$1" | awk 'NR == 2 {print $4}'; }
+
+# dir_bytes DIR: bytes used under DIR (apparent size is not what matters here).
+dir_bytes() { du -s -B1 "$1" 2>/dev/null | awk '{print $1}'; }
+
+human_bytes() { numfmt --to=iec-i --suffix=B "$1" 2>/dev/null || printf '%sB\n' "$1"; }
