@@ -60,3 +60,7 @@ bench-upgrade: test-deps ## upgrade wall time against data size (pg_upgrade --li
 .PHONY: bench-scale
 bench-scale: ## 500 instances against a reachable API server
 	@e2e/run-tier.sh bench-scale
+
+.PHONY: e2e-kind
+e2e-kind: ## the built images on kind: README quickstart, backup, PITR, upgrade 17->18 (needs Docker, kind)
+	@e2e/kind/run.sh all
