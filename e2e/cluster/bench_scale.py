@@ -426,10 +426,11 @@ def report(r: dict) -> str:
         f"  (per instance p50 {r['owned_objects_p50_seconds']:.2f} s, p99 {r['owned_objects_p99_seconds']:.2f} s)",
         f"  spec change -> updated StatefulSet p50 {r['spec_to_statefulset_p50_seconds']:.3f} s, "
         f"p99 {r['spec_to_statefulset_p99_seconds']:.3f} s, max {r['spec_to_statefulset_max_seconds']:.3f} s",
-        f"  idle reconciles ({r['idle_window_seconds']:.0f} s window): "
-        f"{r['idle_reconciles_observed'] if r['idle_reconciles_observed'] is not None else 'n/a (no reconcile counter scraped)'} reconciles, "
-        f"{r['idle_writes_total']} writes ({r['idle_writes_owned_objects']} to owned objects, "
-        f"{r['idle_writes_instance_status']} to status), {r['idle_writes_per_reconcile']:.3f} writes per reconcile",
+        f"  idle reconciles ({r['idle_window_seconds']:.0f} s window, one touch per instance): "
+        + (f"{r['idle_reconciles_observed']:.0f} reconciles counted, " if r["idle_reconciles_observed"] is not None
+           else "reconciles not counted (no reconcile counter on /metrics), ")
+        + f"{r['idle_writes_total']} writes ({r['idle_writes_owned_objects']} to owned objects, "
+        f"{r['idle_writes_instance_status']} to instances/status), {r['idle_writes_per_reconcile']:.3f} writes per reconcile",
     ]
     if r["apiserver_write_requests_in_idle_window"] is not None:
         lines.append(f"  API server write requests in the idle window (all clients, ours removed): "
