@@ -50,15 +50,25 @@ require_tools() {
   exit 0
 }
 
-# The Bake target whose tags include $1, found in `docker buildx bake --print`,
-# so this script does not depend on how the matrix names its targets.
-bake_target_for_tag() {
-  local tag=$1
-  docker buildx bake --print 2>/dev/null | TAG="$tag" python3 -c '
+# `docker build` arguments for the Bake target tagged $1, read from
+# `docker buildx bake --print`: the same context, Dockerfile, stage and build
+# arguments, without the index annotations and attestations of the release
+# build (which a single-platform --load refuses). NUL-separated.
+docker_build_args_for_tag() {
+  docker buildx bake --print 2>/dev/null | TAG="$1" python3 -c '
 import json, os, sys
-targets = json.load(sys.stdin).get("target", {})
-hits = [name for name, t in targets.items() if os.environ["TAG"] in (t.get("tags") or [])]
-print(hits[0] if hits else "")'
+tag = os.environ["TAG"]
+for name, t in json.load(sys.stdin).get("target", {}).items():
+    if tag in (t.get("tags") or []):
+        args = ["--tag", tag, "--file", os.path.join(t["context"], t.get("dockerfile", "Dockerfile"))]
+        if t.get("target"):
+            args += ["--target", t["target"]]
+        for k, v in sorted((t.get("args") or {}).items()):
+            args += ["--build-arg", f"{k}={v}"]
+        sys.stdout.write("\0".join(args + [t["context"]]))
+        break
+else:
+    sys.exit(f"no target in docker-bake.hcl is tagged {tag} (docker buildx bake --print)")'
 }
 
 cmd_quickstart() {
@@ -67,14 +77,14 @@ cmd_quickstart() {
 }
 
 cmd_images() {
-  local majors=("$@") major tag target
+  local majors=("$@") major tag args=()
   [ "${#majors[@]}" -gt 0 ] || majors=(17)
   for major in "${majors[@]}"; do
     tag="$POSTGRES_REPOSITORY:$major-$POSTGRES_VARIANT"
-    target=$(bake_target_for_tag "$tag")
-    [ -n "$target" ] || die "no target in docker-bake.hcl is tagged $tag (docker buildx bake --print)"
-    log "building $tag (bake target $target) for this machine's platform"
-    docker buildx bake --load --set "$target.platform=linux/$(docker version -f '{{.Server.Arch}}')" "$target"
+    mapfile -d '' -t args < <(registry=${POSTGRES_REPOSITORY%/*} docker_build_args_for_tag "$tag")
+    [ "${#args[@]}" -gt 0 ] || die "cannot build $tag"
+    log "docker build ${args[*]}"
+    docker build "${args[@]}"
     kind load docker-image --name "$KIND_CLUSTER" "$tag"
   done
 }
