@@ -120,6 +120,44 @@ walg() {
   env "$var=${base%/}/${PGSTEWARD_STORAGE_MAJOR:-$PG_MAJOR}" "$WALG_BIN" "$@"
 }
 
+# storage_var_for_prefix PREFIX: the WAL-G variable for a base prefix given as
+# a URL (s3://, gs://, azure://) or a local path (a clone's source prefix).
+storage_var_for_prefix() {
+  case "$1" in
+    s3://*) echo WALG_S3_PREFIX ;;
+    gs://*) echo WALG_GS_PREFIX ;;
+    azure://*) echo WALG_AZ_PREFIX ;;
+    /*) echo WALG_FILE_PREFIX ;;
+    *) return 1 ;;
+  esac
+}
+
+# walg_from BASE ARGS...: wal-g against another instance's base prefix (a
+# clone's source), with the same per-major layout; this instance's own
+# prefix variables are not passed on.
+walg_from() {
+  local base=$1 var
+  shift
+  var=$(storage_var_for_prefix "$base") || die "cannot tell the storage kind of prefix '$base'" 2
+  env -u WALG_S3_PREFIX -u WALG_GS_PREFIX -u WALG_AZ_PREFIX -u WALG_FILE_PREFIX \
+    "$var=${base%/}/${PGSTEWARD_STORAGE_MAJOR:-$PG_MAJOR}" "$WALG_BIN" "$@"
+}
+
+# lsn_text LSN: WAL-G's numeric LSN (or X/Y text) as PostgreSQL's X/Y text.
+lsn_text() {
+  case "$1" in
+    */*) printf '%s\n' "$1" ;;
+    *) printf '%X/%X\n' "$(($1 >> 32))" "$(($1 & 0xFFFFFFFF))" ;;
+  esac
+}
+
+# JQ_LSN: jq definitions; `lsn` turns WAL-G's numeric LSNs into X/Y text.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+JQ_LSN='
+  def hex: if . < 16 then "0123456789ABCDEF"[.:. + 1]
+           else ((. / 16 | floor) | hex) + ("0123456789ABCDEF"[(. % 16):(. % 16) + 1]) end;
+  def lsn: if type == "number" then "\((. / 4294967296 | floor) | hex)/\((. % 4294967296) | hex)" else . end;'
+
 # _FILE variants: WAL-G and AWS credentials may come from mounted files.
 # Exported by value, never logged.
 load_secret_files() {
@@ -134,6 +172,13 @@ load_secret_files() {
 }
 
 # --- server helpers ----------------------------------------------------------
+
+# pg_client_env: the PG* variables that psql, pg_isready and wal-g use to reach
+# this instance's server over its Unix socket, unless the caller set them.
+pg_client_env() {
+  export PGHOST="${PGHOST:-$PGSTEWARD_RUN_DIR}" PGPORT="${PGPORT:-5432}" \
+    PGUSER="${PGUSER:-${POSTGRES_USER:-postgres}}" PGDATABASE="${PGDATABASE:-postgres}"
+}
 
 # pg_ctl_as_owner ARGS...: pg_ctl for this PGDATA. The scripts already run as
 # the data owner (the entrypoint drops privileges before calling them).
