@@ -102,3 +102,23 @@ target "postgresql" {
     "type=sbom",
   ]
 }
+
+# The operator image (images/operator/Dockerfile), built from the repository
+# root because it compiles the Cargo workspace. Not in the `default` group:
+#   docker buildx bake operator
+#   registry=ghcr.io/pgsteward operatorTag=0.1.0 docker buildx bake --push operator
+# Tag of the operator image; the chart's appVersion for a release.
+variable "operatorTag" {
+  default = "dev"
+}
+
+target "operator" {
+  context    = "."
+  dockerfile = "images/operator/Dockerfile"
+  tags       = ["${registry}/operator:${operatorTag}"]
+  labels = {
+    "org.opencontainers.image.created"  = now
+    "org.opencontainers.image.revision" = revision
+    "org.opencontainers.image.source"   = source
+  }
+}
