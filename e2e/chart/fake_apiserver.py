@@ -31,6 +31,10 @@ class FakeCluster:
         self.objects: dict[tuple[str, str], dict[str, dict]] = {}  # (ns, resource) -> name -> obj
         self.events: list[tuple[int, str, str, str, dict]] = []  # (rv, ns, resource, type, obj)
         self.requests: dict[tuple[str, str], int] = {}
+        # The fake operator's own /metrics counters (names as the real one's).
+        self.reconciles = 0
+        self.object_writes: dict[str, int] = {}
+        self.status_writes: dict[str, int] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -65,6 +69,8 @@ class FakeCluster:
     # -- the fake operator
     def reconcile(self, ns: str, inst: dict, spec_changed: bool) -> None:
         time.sleep(self.delay)
+        with self.lock:
+            self.reconciles += 1
         name = inst["metadata"]["name"]
         owner = [{"apiVersion": "pgsteward.io/v1alpha1", "kind": "PgInstance", "name": name, "uid": name}]
         existing = self.objects.get((ns, "statefulsets"), {})
@@ -81,12 +87,16 @@ class FakeCluster:
                     body["spec"] = {"template": template}
                 typ = "MODIFIED" if obj_name in self.objects.get((ns, resource), {}) else "ADDED"
                 self.count("APPLY" if typ == "MODIFIED" else "CREATE", resource)
+                with self.lock:
+                    self.object_writes[kind] = self.object_writes.get(kind, 0) + 1
                 self._store(ns, resource, body, typ)
         elif self.noisy:
             current = self.objects[(ns, "pginstances")][name]
             current = copy.deepcopy(current)
             current["status"] = {"lastReconcile": time.time()}
             self.count("PATCH", "pginstances")  # counted like the real status subresource write
+            with self.lock:
+                self.status_writes["written"] = self.status_writes.get("written", 0) + 1
             self._store(ns, "pginstances", current, "MODIFIED")
 
     # -- HTTP
@@ -116,6 +126,13 @@ class FakeCluster:
                 if path == "/metrics":
                     lines = [f'apiserver_request_total{{verb="{v}",resource="{r}",code="200"}} {n}'
                              for (v, r), n in sorted(cluster.requests.items())]
+                    return self.reply(200, ("\n".join(lines) + "\n").encode())
+                if path == "/operator-metrics":
+                    with cluster.lock:
+                        lines = ["# TYPE pgsteward_reconciliations counter",
+                                 f"pgsteward_reconciliations_total {cluster.reconciles}"]
+                        lines += [f'pgsteward_object_writes_total{{kind="{k}"}} {n}' for k, n in cluster.object_writes.items()]
+                        lines += [f'pgsteward_status_writes_total{{outcome="{k}"}} {n}' for k, n in cluster.status_writes.items()]
                     return self.reply(200, ("\n".join(lines) + "\n").encode())
                 if path.startswith("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"):
                     return self.reply(200, {"kind": "CustomResourceDefinition"})

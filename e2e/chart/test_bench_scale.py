@@ -102,10 +102,11 @@ def test_bad_expectation_is_refused_with_a_message():
             bench.parse_expect(bad)
 
 
-def bench_args(url: str, instances: int) -> argparse.Namespace:
+def bench_args(url: str, instances: int, metrics: bool = False) -> argparse.Namespace:
     return argparse.Namespace(
         proxy=url, namespace="bench-test", instances=instances, expect=bench.DEFAULT_EXPECT,
-        timeout=60, settle=0.3, idle=1.0, metrics_url=None, operator_pid=os.getpid(),
+        timeout=60, settle=0.3, idle=1.0, metrics_url=f"{url}/operator-metrics" if metrics else None,
+        operator_pid=os.getpid(),
         apiserver_metrics=True, storage_class=None,
     )
 
@@ -128,11 +129,22 @@ def test_figures_against_a_quiet_operator():
 
 def test_idle_writes_are_counted_when_the_operator_writes_status_for_nothing():
     with FakeCluster(delay=0.01, noisy=True) as cluster:
-        r = bench.run(bench_args(cluster.url, 8))
+        r = bench.run(bench_args(cluster.url, 8, metrics=True))
     assert r["idle_writes_instance_status"] == 8
     assert r["idle_writes_owned_objects"] == 0
+    assert r["idle_reconciles_observed"] == 8
     assert r["idle_writes_per_reconcile"] == 1
     assert r["apiserver_write_requests_in_idle_window"] == {"PATCH pginstances": 8}
+    assert r["operator_counted_in_idle_window"] == {"pgsteward_status_writes_total{outcome=written}": 8}
+    assert "8 reconciles counted, 8 writes" in bench.report(r)
+
+
+def test_reconciles_are_read_from_the_operator_metrics_when_quiet():
+    with FakeCluster(delay=0.01) as cluster:
+        r = bench.run(bench_args(cluster.url, 5, metrics=True))
+    assert r["idle_reconciles_observed"] == 5
+    assert r["idle_writes_total"] == 0 and r["idle_writes_per_reconcile"] == 0
+    assert r["operator_counted_in_idle_window"] == {}
 
 
 def test_an_existing_namespace_is_refused():

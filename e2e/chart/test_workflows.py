@@ -141,9 +141,19 @@ def test_readme_builds_the_postgres_image_the_way_bake_does():
         assert cmd[-1] == target["context"]
         assert cmd[cmd.index("--target") + 1] == target["target"]
         args = dict(cmd[i + 1].split("=", 1) for i, c in enumerate(cmd) if c == "--build-arg")
-        # Labels-only arguments (build time, commit) need not be passed.
-        wanted = {k: v for k, v in target["args"].items() if k not in {"CREATED", "REVISION"}}
+        # Arguments that only fill labels (version, build time, commit) need not be passed.
+        wanted = {k: v for k, v in target["args"].items() if k not in {"VERSION", "CREATED", "REVISION"}}
         assert args == wanted, f"README builds {tag} with {args}; Bake uses {wanted}"
+        assert_label_only(REPO / target["context"] / target.get("dockerfile", "Dockerfile"), {"VERSION", "CREATED", "REVISION"})
+
+
+def assert_label_only(dockerfile, names: set[str]) -> None:
+    """Each of `names` is used in LABEL instructions only, so leaving it out changes no layer."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    for line in text.splitlines():
+        used = {n for n in names if re.search(r"\$\{?" + n + r"\b", line)}
+        if used:
+            assert line.strip().startswith("LABEL"), f"{sorted(used)} used outside LABEL in {dockerfile}: {line.strip()[:120]}"
 
 
 def test_bake_has_an_operator_target_for_this_dockerfile():

@@ -378,12 +378,22 @@ def run(args) -> dict:
     # One MODIFIED per instance is our own touch; more are the operator's.
     status_writes = max(0, len(instance_events) - len(names))
     reconciles = None
+    operator_counted: dict[str, float] | None = None
     if metrics_before and metrics_after:
-        for name in ("pgsteward_reconcile_duration_seconds_count", "reconcile_duration_seconds_count"):
+        for name in ("pgsteward_reconciliations_total", "pgsteward_reconcile_duration_seconds_count"):
             a, b = metric_sum(metrics_after, name), metric_sum(metrics_before, name)
             if a is not None and b is not None:
                 reconciles = a - b
                 break
+        # What the operator itself counts as writes (pgsteward_object_writes_total
+        # by kind, pgsteward_status_writes_total by outcome), as a cross-check.
+        operator_counted = {}
+        for name, label in (("pgsteward_object_writes_total", "kind"), ("pgsteward_status_writes_total", "outcome")):
+            keys = {labels.get(label, "") for n, labels, _ in metrics_after if n == name}
+            for key in sorted(keys):
+                delta = (metric_sum(metrics_after, name, **{label: key}) or 0) - (metric_sum(metrics_before, name, **{label: key}) or 0)
+                if delta:
+                    operator_counted[f"{name}{{{label}={key}}}"] = delta
     apiserver_delta = None
     if apiserver_before is not None and apiserver_after is not None:
         apiserver_delta = {k: v - apiserver_before.get(k, 0) for k, v in apiserver_after.items()
@@ -413,6 +423,7 @@ def run(args) -> dict:
         "idle_writes_instance_status": status_writes,
         "idle_writes_per_reconcile": (writes / reconciles) if reconciles else (writes / len(names)),
         "apiserver_write_requests_in_idle_window": apiserver_delta,
+        "operator_counted_in_idle_window": operator_counted,
         "operator_rss_mib": None if rss is None else round(rss / 2**20, 1),
         "operator_rss_source": rss_source,
     }
@@ -435,6 +446,9 @@ def report(r: dict) -> str:
     if r["apiserver_write_requests_in_idle_window"] is not None:
         lines.append(f"  API server write requests in the idle window (all clients, ours removed): "
                      f"{json.dumps(r['apiserver_write_requests_in_idle_window']) or '{}'}")
+    if r.get("operator_counted_in_idle_window") is not None:
+        lines.append(f"  the operator's own write counters in the idle window: "
+                     f"{json.dumps(r['operator_counted_in_idle_window'])}")
     rss = r["operator_rss_mib"]
     lines.append(f"  operator RSS                       {'n/a' if rss is None else f'{rss:8.1f} MiB'} ({r['operator_rss_source']})")
     return "\n".join(lines)
