@@ -185,10 +185,20 @@ class Instance:
                 raise AssertionError(f"entrypoint exited {self.proc.returncode}\n{self.log()}")
             ok = subprocess.run([str(pg_bindir(self.major) / "pg_isready"), "-q", "-h", str(self.run_dir),
                                  "-p", str(self.port)], capture_output=True)
-            if ok.returncode == 0 and self.query("select 1", check=False) == "1":
+            if ok.returncode == 0 and self._final_server_up() and self.query("select 1", check=False) == "1":
                 return
             time.sleep(0.2)
         raise AssertionError(f"server not ready after {timeout}s\n{self.log()}")
+
+    def _final_server_up(self) -> bool:
+        """The server that the entrypoint execs keeps its pid; the official
+        entrypoint's temporary init server, on the same socket, does not."""
+        if self.proc is None:
+            return True
+        try:
+            return (self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0].strip() == str(self.proc.pid)
+        except OSError:
+            return False
 
     def wait_exit(self, timeout: float = 300) -> int:
         assert self.proc is not None
