@@ -1,50 +1,59 @@
 {{/*
-The operator's permissions. They mirror crates/pgsteward-operator/src/rbac.rs,
-the one list the operator's code keeps; e2e/chart/test_rbac.py renders this
-chart and fails when the two differ by a single verb.
+The operator's permissions come from files/rbac.json, which is the output of
+`pgsteward-operator rbac`: the table in crates/pgsteward-operator/src/rbac.rs,
+the one place that lists every API call the operator makes and why.
+e2e/chart/test_rbac.py fails when the file and the binary disagree, or when
+what this chart renders differs from the table by a single verb. Regenerate:
 
-pgsteward.rules.instances: what it does to PgInstances, PgBackups and the
-objects it owns, in every namespace it watches (a ClusterRole, or one Role per
-watched namespace).
+  cargo run -q --locked -p pgsteward-operator -- rbac > charts/pgsteward/files/rbac.json
+
+Scopes: "instances" (every watched namespace: a ClusterRole, or one Role per
+namespace), "leaderElection" (the release namespace), "installCrds" (only for
+`make run`; the chart installs the CRDs itself and never grants it).
 */}}
-{{- define "pgsteward.rules.instances" -}}
-- apiGroups: ["pgsteward.io"]
-  resources: ["pginstances", "pgbackups"]
-  verbs: ["get", "list", "watch", "patch"]
-- apiGroups: ["pgsteward.io"]
-  resources: ["pginstances/status", "pgbackups/status"]
-  verbs: ["patch"]
-- apiGroups: [""]
-  resources: ["configmaps", "secrets", "services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-- apiGroups: ["apps"]
-  resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-- apiGroups: [""]
-  resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "delete"]
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-- apiGroups: [""]
-  resources: ["pods/exec"]
-  verbs: ["create"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create"]
+{{- define "pgsteward.rbacTable" -}}
+{{- $table := .Files.Get "files/rbac.json" | fromJsonArray }}
+{{- if not $table }}
+{{- fail "files/rbac.json is missing or empty: cargo run -q --locked -p pgsteward-operator -- rbac > charts/pgsteward/files/rbac.json" }}
+{{- end }}
+{{- toJson $table }}
+{{- end }}
+
+{{/* The rules of one scope, as a YAML list; each carries its reason. */}}
+{{- define "pgsteward.rules" -}}
+{{- $ctx := index . 0 }}
+{{- $scope := index . 1 }}
+{{- range $rule := include "pgsteward.rbacTable" $ctx | fromJsonArray }}
+{{- if eq $rule.scope $scope }}
+# {{ $rule.why }}
+- apiGroups: [{{ $rule.apiGroup | quote }}]
+  resources: [{{ $rule.resource | quote }}]
+  verbs: {{ toJson $rule.verbs }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
-pgsteward.rules.leaderElection: the Lease one replica holds while it
-reconciles, in the release namespace only. Creating cannot be limited to one
-name (the object does not exist yet); reading and renewing can.
+Leader election: creating a Lease cannot be limited to one name (it does not
+exist yet); everything else on Leases is limited to the operator's own.
 */}}
 {{- define "pgsteward.rules.leaderElection" -}}
-- apiGroups: ["coordination.k8s.io"]
-  resources: ["leases"]
+{{- $lease := include "pgsteward.leaseName" . }}
+{{- range $rule := include "pgsteward.rbacTable" . | fromJsonArray }}
+{{- if eq $rule.scope "leaderElection" }}
+{{- $named := without $rule.verbs "create" }}
+# {{ $rule.why }}
+{{- if has "create" $rule.verbs }}
+- apiGroups: [{{ $rule.apiGroup | quote }}]
+  resources: [{{ $rule.resource | quote }}]
   verbs: ["create"]
-- apiGroups: ["coordination.k8s.io"]
-  resources: ["leases"]
-  resourceNames: [{{ include "pgsteward.leaseName" . | quote }}]
-  verbs: ["get", "patch"]
+{{- end }}
+{{- if $named }}
+- apiGroups: [{{ $rule.apiGroup | quote }}]
+  resources: [{{ $rule.resource | quote }}]
+  resourceNames: [{{ $lease | quote }}]
+  verbs: {{ toJson $named }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
