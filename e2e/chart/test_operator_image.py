@@ -50,3 +50,14 @@ def test_runs_as_a_numeric_non_root_user():
     uid = user.split()[1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, user
     assert final[-1] == 'ENTRYPOINT ["/usr/local/bin/pgsteward-operator"]'
+
+
+def test_chart_runs_the_image_as_its_own_user():
+    import yaml
+
+    from conftest import CHART
+
+    (user,) = [i for i in stages()[-1] if i.upper().startswith("USER ")]
+    uid, gid = user.split()[1].split(":")
+    pod = yaml.safe_load((CHART / "values.yaml").read_text())["podSecurityContext"]
+    assert (pod["runAsUser"], pod["runAsGroup"]) == (int(uid), int(gid))
