@@ -1,0 +1,20 @@
+//! pgsteward's operator: one PgInstance in, running PostgreSQL objects out.
+//!
+//! The reconcile pipeline, one module per step (see DESIGN.md):
+//! [`observe`] → [`validate`] → [`build`] → [`apply`] → [`status`],
+//! wired together in [`controller`].
+
+pub mod apply;
+pub mod build;
+pub mod controller;
+pub mod crds;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod observe;
+pub mod rbac;
+pub mod server;
+pub mod status;
+pub mod validate;
+
+pub use error::{Error, Result};

@@ -1,0 +1,198 @@
+//! Step 2, validate: what the CRD's CEL rules cannot check, because it
+//! depends on other objects or on what already ran. No client here: it works
+//! on the spec and the observation.
+
+use std::fmt;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use pgsteward_api::{PgInstance, instance::SUPPORTED_MAJORS, quantity::Quantity};
+
+use crate::{build, observe::Observed};
+
+/// A spec that passed validation, with the values later steps compute from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidSpec {
+    /// `spec.storage.size`, parsed.
+    pub data_size: Quantity,
+    /// The volume to request: `ceil(sizeFactor × size)`.
+    pub volume_size: Quantity,
+}
+
+/// One thing a person must fix. `reason` becomes the Degraded condition's
+/// reason; `message` names the object and says what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+/// The problems of one spec, in the order they were found (never empty).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    /// The first problem's reason: the condition carries one reason.
+    pub fn reason(&self) -> &'static str {
+        self.0[0].reason
+    }
+    /// Every message, joined.
+    pub fn message(&self) -> String {
+        self.0
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+fn secret_has_key(secret: &Secret, key: &str) -> bool {
+    secret.data.as_ref().is_some_and(|d| d.contains_key(key))
+        || secret
+            .string_data
+            .as_ref()
+            .is_some_and(|d| d.contains_key(key))
+}
+
+/// Check the spec against the observation.
+pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec, Problems> {
+    let ns = instance.namespace().unwrap_or_default();
+    let spec = &instance.spec;
+    let mut problems = Vec::new();
+
+    if !SUPPORTED_MAJORS.contains(&spec.postgres_version) {
+        problems.push(Problem {
+            reason: "UnsupportedVersion",
+            message: format!(
+                "spec.postgresVersion {} is not supported: use one of {SUPPORTED_MAJORS:?}",
+                spec.postgres_version
+            ),
+        });
+    }
+    let running = instance.status.as_ref().and_then(|s| s.postgres_version);
+    if let Some(running) = running
+        && spec.postgres_version < running
+    {
+        problems.push(Problem {
+            reason: "VersionDowngrade",
+            message: format!(
+                "spec.postgresVersion {} is lower than the running major {running}: set it back to {running} or higher; to run an older major, restore a backup into a new PgInstance",
+                spec.postgres_version
+            ),
+        });
+    }
+
+    let data_size = match Quantity::parse(&spec.storage.size) {
+        Ok(q) => Some(q),
+        Err(e) => {
+            problems.push(Problem {
+                reason: "InvalidStorageSize",
+                message: format!("spec.storage.size: {e}"),
+            });
+            None
+        }
+    };
+    if spec.storage.size_factor.is_nan() || spec.storage.size_factor < 2.0 {
+        problems.push(Problem {
+            reason: "InvalidStorageSize",
+            message: format!(
+                "spec.storage.sizeFactor {} is below 2.0: a restore needs room for two copies of the data",
+                spec.storage.size_factor
+            ),
+        });
+    }
+
+    for (name, field) in crate::observe::referenced_secrets(instance) {
+        match observed.referenced_secrets.get(&name) {
+            Some(Some(secret)) => {
+                for key in required_keys(instance, field) {
+                    if !secret_has_key(secret, &key) {
+                        problems.push(Problem {
+                            reason: "SecretKeyNotFound",
+                            message: format!(
+                                "Secret {ns}/{name} (named by {field}) has no key {key:?}: add it, or point {field} at a Secret that has it"
+                            ),
+                        });
+                    }
+                }
+                if field == "spec.backup.azure.credentialsSecretRef"
+                    && !secret_has_key(secret, "AZURE_STORAGE_ACCESS_KEY")
+                    && !secret_has_key(secret, "AZURE_STORAGE_SAS_TOKEN")
+                {
+                    problems.push(Problem {
+                        reason: "SecretKeyNotFound",
+                        message: format!(
+                            "Secret {ns}/{name} (named by {field}) has neither AZURE_STORAGE_ACCESS_KEY nor AZURE_STORAGE_SAS_TOKEN: add one"
+                        ),
+                    });
+                }
+            }
+            _ => problems.push(Problem {
+                reason: "SecretNotFound",
+                message: format!(
+                    "Secret {ns}/{name} (named by {field}) does not exist: create it, or change {field}"
+                ),
+            }),
+        }
+    }
+    for (claim, found) in &observed.referenced_claims {
+        if found.is_none() {
+            problems.push(Problem {
+                reason: "ClaimNotFound",
+                message: format!(
+                    "PersistentVolumeClaim {ns}/{claim} (named by spec.backup.file.claimName) does not exist: create it, or change spec.backup.file"
+                ),
+            });
+        }
+    }
+
+    match (problems.is_empty(), data_size) {
+        (true, Some(data_size)) => Ok(ValidSpec {
+            data_size,
+            volume_size: build::volume_size(data_size, spec.storage.size_factor),
+        }),
+        _ => Err(Problems(problems)),
+    }
+}
+
+/// The keys a referenced Secret must hold.
+fn required_keys(instance: &PgInstance, field: &str) -> Vec<String> {
+    let spec = &instance.spec;
+    let backup = spec.backup.as_ref();
+    match field {
+        "spec.superuserSecretRef" => spec
+            .superuser_secret_ref
+            .iter()
+            .map(|r| r.password_key.clone())
+            .collect(),
+        "spec.backup.s3.credentialsSecretRef" => backup
+            .and_then(|b| b.s3.as_ref())
+            .and_then(|s| s.credentials_secret_ref.as_ref())
+            .map(|c| vec![c.access_key_id_key.clone(), c.secret_access_key_key.clone()])
+            .unwrap_or_default(),
+        "spec.backup.gcs.credentialsSecretRef" => backup
+            .and_then(|b| b.gcs.as_ref())
+            .and_then(|g| g.credentials_secret_ref.as_ref())
+            .map(|c| vec![c.key.clone()])
+            .unwrap_or_default(),
+        "spec.backup.encryptionKeySecretRef" => backup
+            .and_then(|b| b.encryption_key_secret_ref.as_ref())
+            .map(|c| vec![c.key.clone()])
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
