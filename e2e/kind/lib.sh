@@ -31,22 +31,29 @@ condition() {
     -o jsonpath="{.status.conditions[?(@.type==\"$2\")].status}" 2>/dev/null
 }
 
-# Wait until the PgInstance $1 is Ready for the spec it has now.
+# Wait until the PgInstance $1 is Ready for the spec it has now, with no
+# upgrade or restore under way (and, with $3, running that major).
 wait_ready() {
-  local name=$1 budget=${2:-900} start=$SECONDS gen observed
-  log "waiting for pginstance/$name to be Ready"
-  while :; do
-    gen=$(kubectl -n "$E2E_NAMESPACE" get pginstance "$name" -o jsonpath='{.metadata.generation}')
-    observed=$(kubectl -n "$E2E_NAMESPACE" get pginstance "$name" -o jsonpath='{.status.observedGeneration}' 2>/dev/null || true)
-    if [ "$(condition "$name" Ready)" = True ] && [ "$gen" = "$observed" ]; then
-      return 0
-    fi
+  local name=$1 budget=${2:-900} major=${3:-} start=$SECONDS
+  log "waiting for pginstance/$name to be Ready${major:+ on PostgreSQL $major}"
+  until settled "$name" "$major"; do
     if ((SECONDS - start > budget)); then
       kubectl -n "$E2E_NAMESPACE" get pginstance "$name" -o yaml >&2 || true
-      die "pginstance/$name not Ready after ${budget}s"
+      die "pginstance/$name not Ready${major:+ on $major} after ${budget}s"
     fi
     sleep 5
   done
+}
+
+settled() {
+  local name=$1 major=$2 gen observed
+  gen=$(kubectl -n "$E2E_NAMESPACE" get pginstance "$name" -o jsonpath='{.metadata.generation}')
+  observed=$(kubectl -n "$E2E_NAMESPACE" get pginstance "$name" -o jsonpath='{.status.observedGeneration}' 2>/dev/null || true)
+  [ "$gen" = "$observed" ] &&
+    [ "$(condition "$name" Ready)" = True ] &&
+    [ "$(condition "$name" Upgrading)" != True ] &&
+    [ "$(condition "$name" Restoring)" != True ] &&
+    { [ -z "$major" ] || [ "$(kubectl -n "$E2E_NAMESPACE" get pginstance "$name" -o jsonpath='{.status.postgresVersion}')" = "$major" ]; }
 }
 
 # psql as the superuser inside the instance's pod, over the local socket.
