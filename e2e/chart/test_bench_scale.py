@@ -29,7 +29,8 @@ spec.loader.exec_module(bench)
 
 
 def run_script(tmp_path, kubeconfig: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KUBECONFIG": kubeconfig, "PGSTEWARD_CACHE": str(CACHE), "HOME": str(tmp_path)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE_")}  # no in-cluster fallback
+    env.update(KUBECONFIG=kubeconfig, PGSTEWARD_CACHE=str(CACHE), HOME=str(tmp_path))
     return subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=60)
 
 

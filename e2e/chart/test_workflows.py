@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 
 import pytest
@@ -88,12 +89,19 @@ def test_make_e2e_kind_runs_the_same_scripts():
 
 
 def test_kind_scripts_skip_plainly_without_docker_and_kind(tmp_path):
-    env = {**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin", "PGSTEWARD_CACHE": str(tmp_path), "E2E_KIND_REQUIRED": "0"}
-    proc = subprocess.run(["bash", str(REPO / "e2e/kind/run.sh"), "all"], capture_output=True, text=True, env=env)
+    # A PATH with the basic tools only, so that this never starts a real run
+    # on a machine that has Docker and kind.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "date", "cat", "sed"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {**os.environ, "PATH": str(bin_dir), "PGSTEWARD_CACHE": str(tmp_path), "E2E_KIND_REQUIRED": "0"}
+    proc = subprocess.run([str(bin_dir / "bash"), str(REPO / "e2e/kind/run.sh"), "all"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("SKIP e2e-kind: needs"), proc.stdout
+    assert "docker" in proc.stdout and "kind" in proc.stdout
     env["E2E_KIND_REQUIRED"] = "1"
-    proc = subprocess.run(["bash", str(REPO / "e2e/kind/run.sh"), "all"], capture_output=True, text=True, env=env)
+    proc = subprocess.run([str(bin_dir / "bash"), str(REPO / "e2e/kind/run.sh"), "all"], capture_output=True, text=True, env=env)
     assert proc.returncode == 1 and "e2e-kind needs" in proc.stderr
 
 
