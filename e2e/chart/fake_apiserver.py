@@ -82,7 +82,11 @@ class FakeCluster:
                                              ("secrets", "Secret", f"{name}-superuser")):
                 if resource != "statefulsets" and obj_name in self.objects.get((ns, resource), {}):
                     continue
-                body = {"kind": kind, "metadata": {"name": obj_name, "ownerReferences": owner}}
+                labels = {"app.kubernetes.io/managed-by": "pgsteward", "app.kubernetes.io/instance": name}
+                # Like the real operator: the superuser Secret is labelled, not owned.
+                body = {"kind": kind, "metadata": {"name": obj_name, "labels": labels}}
+                if kind != "Secret":
+                    body["metadata"]["ownerReferences"] = owner
                 if resource == "statefulsets":
                     body["spec"] = {"template": template}
                 typ = "MODIFIED" if obj_name in self.objects.get((ns, resource), {}) else "ADDED"

@@ -96,6 +96,16 @@ def test_prometheus_text_is_parsed_with_labels():
     assert writes == {"APPLY statefulsets": 3, "PATCH pginstances/status": 4}
 
 
+def test_objects_are_attributed_by_owner_reference_or_pgsteward_labels():
+    owned = {"metadata": {"ownerReferences": [{"apiVersion": "pgsteward.io/v1alpha1", "kind": "PgInstance", "name": "a"}]}}
+    labelled = {"metadata": {"labels": {"app.kubernetes.io/managed-by": "pgsteward", "app.kubernetes.io/instance": "b"}}}
+    foreign = {"metadata": {"labels": {"app.kubernetes.io/instance": "c"},
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "c"}]}}
+    assert bench.owner_instance(owned) == "a"
+    assert bench.owner_instance(labelled) == "b"
+    assert bench.owner_instance(foreign) is None
+
+
 def test_bad_expectation_is_refused_with_a_message():
     assert bench.parse_expect("StatefulSet=1,Service=2") == {"StatefulSet": 1, "Service": 2}
     for bad in ("", "Pod=1", "Service=0", "Service=two"):

@@ -38,8 +38,9 @@ import urllib.request
 from dataclasses import dataclass, field
 
 GROUP, VERSION = "pgsteward.io", "v1alpha1"
-# What one PgInstance owns (see the PgInstance doc: a ConfigMap, a superuser
-# Secret, two Services and a StatefulSet).
+# What the operator makes for one PgInstance (see the PgInstance doc: a
+# ConfigMap, a superuser Secret, two Services and a StatefulSet). All but the
+# Secret carry an owner reference; all carry the pgsteward labels.
 DEFAULT_EXPECT = "StatefulSet=1,Service=2,ConfigMap=1,Secret=1"
 OWNED = {
     "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets",
@@ -128,9 +129,16 @@ def write_requests(samples, namespace_resources: set[str]) -> dict[str, float]:
 
 
 def owner_instance(obj: dict) -> str | None:
-    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+    """The PgInstance an object belongs to: its owner reference, or, for what
+    the operator creates but deliberately does not own (the superuser Secret
+    outlives the instance), its pgsteward labels."""
+    meta = obj.get("metadata", {})
+    for ref in meta.get("ownerReferences") or []:
         if ref.get("kind") == "PgInstance" and ref.get("apiVersion", "").startswith(GROUP + "/"):
             return ref.get("name")
+    labels = meta.get("labels") or {}
+    if labels.get("app.kubernetes.io/managed-by") == "pgsteward":
+        return labels.get("app.kubernetes.io/instance")
     return None
 
 
