@@ -7,7 +7,8 @@
 use std::{cmp::Ordering, fmt};
 
 /// A non-negative quantity, held exactly as thousandths of its base unit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Equal and ordered by value: `1Gi == 1024Mi`.
+#[derive(Clone, Copy, Debug)]
 pub struct Quantity {
     millis: u128,
     binary: bool,
@@ -116,6 +117,14 @@ impl Quantity {
         }
     }
 }
+
+impl PartialEq for Quantity {
+    fn eq(&self, other: &Self) -> bool {
+        self.millis == other.millis
+    }
+}
+
+impl Eq for Quantity {}
 
 impl PartialOrd for Quantity {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
