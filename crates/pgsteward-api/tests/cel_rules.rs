@@ -392,6 +392,36 @@ fn each_bad_object_is_rejected_with_its_message() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// The cluster tier (`e2e/cluster/run.sh`) sends these same cases to a real
+/// API server; this keeps its copy current. Regenerate with
+/// `PGSTEWARD_UPDATE_FIXTURES=1 cargo test -p pgsteward-api --test cel_rules`.
+#[test]
+fn cluster_tier_cases_match_these_cases() {
+    let cases: Vec<Value> = cases()
+        .into_iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "crd": c.crd,
+                "old": c.old,
+                "new": c.new,
+                "messageParts": c.message.split('|').collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let expected = serde_json::to_string_pretty(&cases).unwrap() + "\n";
+    let path = common::repo_root().join("e2e/cluster/cel-cases.json");
+    if std::env::var_os("PGSTEWARD_UPDATE_FIXTURES").is_some() {
+        std::fs::write(&path, &expected).unwrap();
+    }
+    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "{} is out of date: run PGSTEWARD_UPDATE_FIXTURES=1 cargo test -p pgsteward-api --test cel_rules",
+        path.display()
+    );
+}
+
 #[test]
 fn the_valid_object_and_its_allowed_updates_are_accepted() {
     let ok = |old: Option<Value>, new: Value, what: &str| {

@@ -280,11 +280,13 @@ fn quote_conf_value_escapes_quotes_and_backslashes() {
 
 #[test]
 fn env_for_each_storage_kind_has_the_prefix_and_credentials_only_by_secret_ref() {
-    let cases: Vec<(
+    // (backup spec, plain env values, env from Secret: (var, secret, key))
+    type Case = (
         serde_json::Value,
-        Vec<(&str, &str)>,
-        Vec<(&str, &str, &str)>,
-    )> = vec![
+        Vec<(&'static str, &'static str)>,
+        Vec<(&'static str, &'static str, &'static str)>,
+    );
+    let cases: Vec<Case> = vec![
         (
             json!({"s3": {"prefix": "s3://b/db", "endpoint": "http://minio:9000", "region": "eu-1",
                    "forcePathStyle": true, "credentialsSecretRef": {"name": "s3-creds"}}}),

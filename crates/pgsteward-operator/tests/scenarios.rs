@@ -1,0 +1,767 @@
+//! Mocked-API scenarios (tower-test): the reconcile runs against a small
+//! in-memory API server that records every request, so the tests state
+//! exactly which requests a reconcile makes, and that it makes none when
+//! there is nothing to do.
+//!
+//! The fake server behaves like the real one where it matters here: GET
+//! returns 404 for what does not exist; server-side apply creates or
+//! replaces the object and keeps its status; it fills in uid,
+//! resourceVersion and a few defaults, and drops empty values the way the
+//! real API's `omitempty` does, so "nothing changed" is not a trivial
+//! byte-for-byte comparison.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
+
+use http::{Method, Request, Response, StatusCode};
+use kube::{Client, client::Body, core::error_boundary::DeserializeGuard};
+use pgsteward_api::PgInstance;
+use pgsteward_operator::{
+    build::Settings,
+    controller::{self, Context},
+    metrics::Metrics,
+    rbac,
+};
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug)]
+struct Recorded {
+    method: Method,
+    group: String,
+    resource: String,
+    name: Option<String>,
+    query: String,
+    content_type: String,
+    body: Option<Value>,
+    /// Whether the object existed before this request.
+    existed: bool,
+}
+
+impl Recorded {
+    fn is_write(&self) -> bool {
+        self.method != Method::GET
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{} {}/{}/{}",
+            self.method,
+            self.group,
+            self.resource,
+            self.name.as_deref().unwrap_or("")
+        )
+    }
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Value>,
+    requests: Vec<Recorded>,
+    next_rv: u64,
+}
+
+#[derive(Clone, Default)]
+struct FakeApi(Arc<Mutex<State>>);
+
+struct Path {
+    group: String,
+    namespace: String,
+    resource: String,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn parse_path(path: &str) -> Path {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match parts[0] {
+        "api" => (String::new(), &parts[2..]),
+        _ => (parts[1].to_string(), &parts[3..]),
+    };
+    assert_eq!(
+        rest[0], "namespaces",
+        "only namespaced requests are expected: {path}"
+    );
+    Path {
+        group,
+        namespace: rest[1].to_string(),
+        resource: rest[2].to_string(),
+        name: rest.get(3).map(|s| s.to_string()),
+        subresource: rest.get(4).map(|s| s.to_string()),
+    }
+}
+
+fn key(group: &str, resource: &str, ns: &str, name: &str) -> String {
+    format!("{group}/{resource}/{ns}/{name}")
+}
+
+/// What the real API server does to a stored object that matters here.
+fn normalize(v: &mut Value) {
+    if let Value::Object(m) = v {
+        m.retain(|_, v| {
+            normalize(v);
+            !matches!(v, Value::Bool(false) | Value::Null)
+                && !matches!(v, Value::String(s) if s.is_empty())
+                && !matches!(v, Value::Array(a) if a.is_empty())
+                && !matches!(v, Value::Object(o) if o.is_empty())
+        });
+    } else if let Value::Array(a) = v {
+        a.iter_mut().for_each(normalize);
+    }
+}
+
+fn server_defaults(resource: &str, obj: &mut Value) {
+    match resource {
+        "statefulsets" => {
+            obj["spec"]["revisionHistoryLimit"] = json!(10);
+            obj["spec"]["podManagementPolicy"] = json!("OrderedReady");
+            obj["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
+            obj["spec"]["template"]["spec"]["dnsPolicy"] = json!("ClusterFirst");
+            if obj.get("status").is_none() {
+                obj["status"] = json!({"replicas": 0, "availableReplicas": 0});
+            }
+        }
+        "services" => {
+            if obj["spec"]["clusterIP"].is_null() {
+                obj["spec"]["clusterIP"] = json!("10.96.0.42");
+            }
+            obj["spec"]["sessionAffinity"] = json!("None");
+            obj["spec"]["ipFamilies"] = json!(["IPv4"]);
+        }
+        _ => {}
+    }
+}
+
+impl FakeApi {
+    fn seed(&self, group: &str, resource: &str, obj: Value) {
+        let ns = obj["metadata"]["namespace"].as_str().unwrap().to_string();
+        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        self.0
+            .lock()
+            .unwrap()
+            .objects
+            .insert(key(group, resource, &ns, &name), obj);
+    }
+
+    fn get(&self, group: &str, resource: &str, ns: &str, name: &str) -> Option<Value> {
+        self.0
+            .lock()
+            .unwrap()
+            .objects
+            .get(&key(group, resource, ns, name))
+            .cloned()
+    }
+
+    fn update(
+        &self,
+        group: &str,
+        resource: &str,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(&mut Value),
+    ) {
+        let mut st = self.0.lock().unwrap();
+        f(st.objects
+            .get_mut(&key(group, resource, ns, name))
+            .expect("object exists"));
+    }
+
+    /// Take the requests recorded so far.
+    fn take_requests(&self) -> Vec<Recorded> {
+        std::mem::take(&mut self.0.lock().unwrap().requests)
+    }
+
+    fn handle(
+        &self,
+        method: Method,
+        path: &str,
+        query: &str,
+        content_type: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let p = parse_path(path);
+        let mut st = self.0.lock().unwrap();
+        st.next_rv += 1;
+        let rv = st.next_rv.to_string();
+        let name = p.name.clone().or_else(|| {
+            body.as_ref()
+                .and_then(|b| b["metadata"]["name"].as_str().map(String::from))
+        });
+        let k = key(
+            &p.group,
+            &p.resource,
+            &p.namespace,
+            name.as_deref().unwrap_or_default(),
+        );
+        let existed = st.objects.contains_key(&k);
+        st.requests.push(Recorded {
+            method: method.clone(),
+            group: p.group.clone(),
+            resource: match &p.subresource {
+                Some(s) => format!("{}/{s}", p.resource),
+                None => p.resource.clone(),
+            },
+            name: name.clone(),
+            query: query.to_string(),
+            content_type: content_type.to_string(),
+            body: body.clone(),
+            existed,
+        });
+        let not_found = || {
+            (
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                       "message": format!("{} {:?} not found", p.resource, name), "reason": "NotFound", "code": 404}),
+            )
+        };
+        match method {
+            Method::GET => match st.objects.get(&k) {
+                Some(o) => (StatusCode::OK, o.clone()),
+                None => not_found(),
+            },
+            Method::POST => {
+                let mut obj = body.unwrap();
+                obj["metadata"]["resourceVersion"] = json!(rv);
+                obj["metadata"]["uid"] = json!(format!("uid-{rv}"));
+                st.objects.insert(k, obj.clone());
+                (StatusCode::CREATED, obj)
+            }
+            Method::DELETE => match st.objects.remove(&k) {
+                Some(o) => (StatusCode::OK, o),
+                None => not_found(),
+            },
+            Method::PATCH if content_type.starts_with("application/apply-patch") => {
+                let mut applied = body.unwrap();
+                if p.subresource.as_deref() == Some("status") {
+                    let Some(obj) = st.objects.get_mut(&k) else {
+                        return not_found();
+                    };
+                    let mut status = applied["status"].take();
+                    normalize(&mut status);
+                    obj["status"] = status;
+                    obj["metadata"]["resourceVersion"] = json!(rv);
+                    return (StatusCode::OK, obj.clone());
+                }
+                let previous = st.objects.get(&k).cloned();
+                normalize(&mut applied);
+                let meta = &mut applied["metadata"];
+                meta["resourceVersion"] = json!(rv);
+                match &previous {
+                    Some(prev) => {
+                        meta["uid"] = prev["metadata"]["uid"].clone();
+                        meta["creationTimestamp"] = prev["metadata"]["creationTimestamp"].clone();
+                        if let Some(status) = prev.get("status") {
+                            applied["status"] = status.clone();
+                        }
+                    }
+                    None => {
+                        meta["uid"] = json!(format!("uid-{rv}"));
+                        meta["creationTimestamp"] = json!("2026-11-21T10:00:00Z");
+                    }
+                }
+                applied["metadata"]["managedFields"] =
+                    json!([{"manager": "pgsteward", "operation": "Apply", "apiVersion": "v1"}]);
+                server_defaults(&p.resource, &mut applied);
+                st.objects.insert(k, applied.clone());
+                (
+                    if previous.is_some() {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::CREATED
+                    },
+                    applied,
+                )
+            }
+            Method::PATCH if content_type.starts_with("application/json-patch") => {
+                let Some(obj) = st.objects.get_mut(&k) else {
+                    return not_found();
+                };
+                let ops: json_patch::Patch = serde_json::from_value(body.unwrap()).unwrap();
+                // The API server's JSON patch treats a missing field as null
+                // (kube's finalizer helper tests for that).
+                if obj["metadata"].get("finalizers").is_none() {
+                    obj["metadata"]["finalizers"] = Value::Null;
+                }
+                json_patch::patch(obj, &ops).expect("JSON patch applies");
+                obj["metadata"]["resourceVersion"] = json!(rv);
+                (StatusCode::OK, obj.clone())
+            }
+            Method::PATCH => {
+                // merge patch (event series)
+                let Some(obj) = st.objects.get_mut(&k) else {
+                    return not_found();
+                };
+                json_patch::merge(obj, &body.unwrap());
+                (StatusCode::OK, obj.clone())
+            }
+            other => panic!("unexpected {other} {path}"),
+        }
+    }
+
+    /// A client whose requests this fake answers.
+    fn client(&self) -> Client {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let fake = self.clone();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let method = request.method().clone();
+                let path = request.uri().path().to_string();
+                let query = request.uri().query().unwrap_or_default().to_string();
+                let content_type = request
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let bytes = request.into_body().collect_bytes().await.unwrap();
+                let body =
+                    (!bytes.is_empty()).then(|| serde_json::from_slice(&bytes).expect("JSON body"));
+                let (code, value) = fake.handle(method, &path, &query, &content_type, body);
+                send.send_response(
+                    Response::builder()
+                        .status(code)
+                        .body(Body::from(serde_json::to_vec(&value).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        Client::new(service, "default")
+    }
+}
+
+const NS: &str = "shop";
+const PGI: (&str, &str) = ("pgsteward.io", "pginstances");
+
+fn instance_json(spec: Value) -> Value {
+    json!({
+        "apiVersion": "pgsteward.io/v1alpha1",
+        "kind": "PgInstance",
+        "metadata": {"name": "db", "namespace": NS, "uid": "pgi-uid-1", "generation": 1,
+                     "resourceVersion": "1", "creationTimestamp": "2026-11-21T09:00:00Z"},
+        "spec": spec,
+    })
+}
+
+struct World {
+    fake: FakeApi,
+    ctx: Arc<Context>,
+}
+
+impl World {
+    fn new(spec: Value) -> Self {
+        let fake = FakeApi::default();
+        fake.seed(PGI.0, PGI.1, instance_json(spec));
+        let ctx = Arc::new(Context::new(
+            fake.client(),
+            Settings::default(),
+            Arc::new(Metrics::default()),
+            Some("test".into()),
+        ));
+        Self { fake, ctx }
+    }
+
+    /// Reconcile the instance as stored now; return the result and the requests made.
+    async fn reconcile(
+        &self,
+    ) -> (
+        Result<kube::runtime::controller::Action, pgsteward_operator::Error>,
+        Vec<Recorded>,
+    ) {
+        self.fake.take_requests();
+        let stored = self
+            .fake
+            .get(PGI.0, PGI.1, NS, "db")
+            .expect("instance stored");
+        let guard: DeserializeGuard<PgInstance> = serde_json::from_value(stored).unwrap();
+        let result = controller::reconcile(Arc::new(guard), self.ctx.clone()).await;
+        (result, self.fake.take_requests())
+    }
+
+    /// What the kubelet and the StatefulSet controller would do: the pod
+    /// exists and is ready, the StatefulSet reports it.
+    fn pod_becomes_ready(&self) {
+        self.fake.update("apps", "statefulsets", NS, "db", |sts| {
+            sts["metadata"]["generation"] = json!(1);
+            sts["status"] = json!({"replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                "updatedReplicas": 1, "currentReplicas": 1, "observedGeneration": 1,
+                "currentRevision": "db-1", "updateRevision": "db-1"});
+        });
+        self.fake.seed(
+            "",
+            "pods",
+            json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "db-0", "namespace": NS},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}),
+        );
+    }
+
+    fn condition(&self, type_: &str) -> Value {
+        let i = self.fake.get(PGI.0, PGI.1, NS, "db").unwrap();
+        i["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+            .unwrap_or(Value::Null)
+    }
+}
+
+fn writes(requests: &[Recorded]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r.is_write())
+        .map(Recorded::describe)
+        .collect()
+}
+
+/// Every request is allowed by the RBAC table; server-side apply that
+/// creates an object needs `create` as well as `patch`.
+fn assert_covered_by_rbac(requests: &[Recorded]) {
+    for r in requests {
+        let verbs: &[&str] = match r.method {
+            Method::GET => &["get"],
+            Method::POST => &["create"],
+            Method::DELETE => &["delete"],
+            Method::PATCH
+                if r.content_type.starts_with("application/apply-patch") && !r.existed =>
+            {
+                &["patch", "create"]
+            }
+            Method::PATCH => &["patch"],
+            _ => panic!("unexpected method {}", r.method),
+        };
+        for verb in verbs {
+            assert!(
+                rbac::allows(&r.group, &r.resource, verb),
+                "{} needs '{verb}' on {}/{}, which src/rbac.rs does not list",
+                r.describe(),
+                r.group,
+                r.resource
+            );
+        }
+    }
+}
+
+fn minimal_spec() -> Value {
+    json!({"postgresVersion": 18, "storage": {"size": "10Gi"},
+           "backup": {"schedule": "0 3 * * *", "file": {"path": "/backups"}}})
+}
+
+#[tokio::test]
+async fn a_new_instance_gets_its_finalizer_then_every_object_with_one_field_manager() {
+    let world = World::new(minimal_spec());
+
+    // First reconcile: only the finalizer is added.
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(writes(&requests), vec!["PATCH pgsteward.io/pginstances/db"]);
+    let i = world.fake.get(PGI.0, PGI.1, NS, "db").unwrap();
+    assert_eq!(i["metadata"]["finalizers"], json!(["pgsteward.io/cleanup"]));
+
+    // Second: every object, by server-side apply.
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_covered_by_rbac(&requests);
+    let applies: Vec<&Recorded> = requests
+        .iter()
+        .filter(|r| {
+            r.method == Method::PATCH && r.content_type.starts_with("application/apply-patch")
+        })
+        .collect();
+    let applied: Vec<String> = applies.iter().map(|r| r.describe()).collect();
+    assert_eq!(
+        applied,
+        vec![
+            "PATCH /configmaps/db-config",
+            "PATCH /secrets/db-superuser",
+            "PATCH /services/db",
+            "PATCH /services/db-hl",
+            "PATCH apps/statefulsets/db",
+            "PATCH pgsteward.io/pginstances/status/db",
+        ]
+    );
+    for r in &applies {
+        assert!(
+            r.query.contains("fieldManager=pgsteward"),
+            "{}: {}",
+            r.describe(),
+            r.query
+        );
+        assert!(
+            r.query.contains("force=true"),
+            "{}: {}",
+            r.describe(),
+            r.query
+        );
+        let body = r.body.as_ref().unwrap();
+        assert!(
+            body["apiVersion"].is_string() && body["kind"].is_string(),
+            "{}",
+            r.describe()
+        );
+        if !r.resource.ends_with("status") && r.resource != "secrets" {
+            let owner = &body["metadata"]["ownerReferences"][0];
+            assert_eq!(
+                (owner["kind"].as_str(), owner["uid"].as_str()),
+                (Some("PgInstance"), Some("pgi-uid-1"))
+            );
+        }
+    }
+    // The other writes are events only.
+    let others: Vec<String> = requests
+        .iter()
+        .filter(|r| r.is_write() && !r.content_type.starts_with("application/apply-patch"))
+        .map(|r| r.describe())
+        .collect();
+    assert!(
+        others.iter().all(|w| w.contains("events.k8s.io/events")),
+        "{others:?}"
+    );
+
+    // The PVC size, the password and the status.
+    let sts = world.fake.get("apps", "statefulsets", NS, "db").unwrap();
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "25Gi"
+    );
+    let secret = world.fake.get("", "secrets", NS, "db-superuser").unwrap();
+    assert_eq!(
+        secret["data"]["password"].as_str().unwrap().len(),
+        44,
+        "32 random characters, base64"
+    );
+    assert_eq!(world.condition("Ready")["reason"], "Creating");
+    assert_eq!(world.condition("Progressing")["status"], "True");
+}
+
+#[tokio::test]
+async fn an_up_to_date_instance_makes_no_write_requests() {
+    let world = World::new(minimal_spec());
+    let _ = world.reconcile().await; // finalizer
+    let _ = world.reconcile().await; // objects
+    world.pod_becomes_ready();
+    let (result, requests) = world.reconcile().await; // status: Ready
+    assert!(result.is_ok(), "{result:?}");
+    assert!(writes(&requests).contains(&"PATCH pgsteward.io/pginstances/status/db".to_string()));
+    assert_eq!(world.condition("Ready")["status"], "True");
+    assert_eq!(world.condition("Ready")["reason"], "Running");
+    let ready_since = world.condition("Ready")["lastTransitionTime"].clone();
+    let secret_before = world.fake.get("", "secrets", NS, "db-superuser").unwrap();
+
+    // Nothing changed since: no write at all, only reads.
+    for _ in 0..2 {
+        let (result, requests) = world.reconcile().await;
+        assert_eq!(
+            result.unwrap(),
+            kube::runtime::controller::Action::requeue(controller::RESYNC)
+        );
+        assert_eq!(
+            writes(&requests),
+            Vec::<String>::new(),
+            "an idle reconcile must not write"
+        );
+        assert!(!requests.is_empty());
+        assert_covered_by_rbac(&requests);
+    }
+    assert_eq!(world.condition("Ready")["lastTransitionTime"], ready_since);
+    assert_eq!(
+        world.fake.get("", "secrets", NS, "db-superuser").unwrap(),
+        secret_before,
+        "the password is never rewritten"
+    );
+}
+
+#[tokio::test]
+async fn a_spec_change_rewrites_only_what_it_changes() {
+    let world = World::new(minimal_spec());
+    let _ = world.reconcile().await;
+    let _ = world.reconcile().await;
+    world.pod_becomes_ready();
+    let _ = world.reconcile().await;
+
+    world.fake.update(PGI.0, PGI.1, NS, "db", |i| {
+        i["spec"]["config"] = json!({"parameters": {"work_mem": "32MB"}});
+        i["metadata"]["generation"] = json!(2);
+    });
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    let w: Vec<String> = writes(&requests)
+        .into_iter()
+        .filter(|w| !w.contains("events"))
+        .collect();
+    assert_eq!(
+        w,
+        vec![
+            "PATCH /configmaps/db-config",
+            "PATCH pgsteward.io/pginstances/status/db"
+        ]
+    );
+    let cm = world.fake.get("", "configmaps", NS, "db-config").unwrap();
+    assert!(
+        cm["data"]["10-parameters.conf"]
+            .as_str()
+            .unwrap()
+            .contains("work_mem = '32MB'")
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_instance_runs_cleanup_and_keeps_the_data_by_default() {
+    let world = World::new(minimal_spec());
+    let _ = world.reconcile().await;
+    let _ = world.reconcile().await;
+    world.fake.update(PGI.0, PGI.1, NS, "db", |i| {
+        i["metadata"]["deletionTimestamp"] = json!("2026-11-21T11:00:00Z");
+    });
+    let (result, requests) = world.reconcile().await;
+    assert_eq!(
+        result.unwrap(),
+        kube::runtime::controller::Action::await_change()
+    );
+    assert_covered_by_rbac(&requests);
+    let w = writes(&requests);
+    assert!(
+        !w.iter().any(|w| w.starts_with("DELETE")),
+        "nothing is deleted by default: {w:?}"
+    );
+    assert!(
+        !w.iter()
+            .any(|w| w.contains("configmaps") || w.contains("statefulsets")),
+        "no apply during cleanup: {w:?}"
+    );
+    assert_eq!(
+        w.last().unwrap(),
+        "PATCH pgsteward.io/pginstances/db",
+        "the finalizer is removed last"
+    );
+    let i = world.fake.get(PGI.0, PGI.1, NS, "db").unwrap();
+    assert_eq!(i["metadata"]["finalizers"], json!([]));
+    assert!(
+        world.fake.get("", "secrets", NS, "db-superuser").is_some(),
+        "the password stays with the data"
+    );
+    let event = requests
+        .iter()
+        .find(|r| r.resource == "events" && r.body.as_ref().unwrap()["reason"] == "Cleanup")
+        .unwrap();
+    assert!(
+        event.body.as_ref().unwrap()["note"]
+            .as_str()
+            .unwrap()
+            .contains("data-db-0")
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_instance_with_delete_claim_on_delete_deletes_its_secret() {
+    let mut spec = minimal_spec();
+    spec["storage"]["deleteClaimOnDelete"] = json!(true);
+    let world = World::new(spec);
+    let _ = world.reconcile().await;
+    let _ = world.reconcile().await;
+    let sts = world.fake.get("apps", "statefulsets", NS, "db").unwrap();
+    assert_eq!(
+        sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
+        "Delete"
+    );
+    world.fake.update(PGI.0, PGI.1, NS, "db", |i| {
+        i["metadata"]["deletionTimestamp"] = json!("2026-11-21T11:00:00Z");
+    });
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_covered_by_rbac(&requests);
+    let w = writes(&requests);
+    assert!(
+        w.contains(&"DELETE /secrets/db-superuser".to_string()),
+        "{w:?}"
+    );
+    assert_eq!(w.last().unwrap(), "PATCH pgsteward.io/pginstances/db");
+    assert!(world.fake.get("", "secrets", NS, "db-superuser").is_none());
+}
+
+#[tokio::test]
+async fn a_missing_secret_degrades_the_instance_writes_nothing_else_and_backs_off() {
+    let mut spec = minimal_spec();
+    spec["superuserSecretRef"] = json!({"name": "db-password"});
+    let world = World::new(spec);
+    let _ = world.reconcile().await; // finalizer
+    let (result, requests) = world.reconcile().await;
+    let err = result.expect_err("a missing Secret is an error");
+    assert_eq!(err.metric_label(), "invalid_spec");
+    assert_covered_by_rbac(&requests);
+    let w: Vec<String> = writes(&requests)
+        .into_iter()
+        .filter(|w| !w.contains("events"))
+        .collect();
+    assert_eq!(
+        w,
+        vec!["PATCH pgsteward.io/pginstances/status/db"],
+        "no object is applied"
+    );
+    let degraded = world.condition("Degraded");
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some("SecretNotFound"))
+    );
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("Secret shop/db-password")
+    );
+    assert_eq!(world.condition("Ready")["reason"], "SecretNotFound");
+    let warning = requests
+        .iter()
+        .filter(|r| r.resource == "events")
+        .find(|r| r.body.as_ref().unwrap()["reason"] == "InvalidSpec")
+        .expect("a Warning event");
+    let note = warning.body.as_ref().unwrap()["note"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        note.starts_with("the spec needs fixing: ") && note.contains("db-password"),
+        "the whole chain: {note}"
+    );
+    assert_eq!(warning.body.as_ref().unwrap()["type"], "Warning");
+
+    // Retrying changes no status; the delay grows and has jitter.
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_err());
+    let w: Vec<String> = writes(&requests)
+        .into_iter()
+        .filter(|w| !w.contains("events"))
+        .collect();
+    assert!(w.is_empty(), "{w:?}");
+    let d1 = controller::backoff(1, None);
+    let d5 = controller::backoff(5, None);
+    let d_429 = controller::backoff(1, Some(429));
+    assert!(d1.as_secs_f64() >= 4.0 && d1.as_secs_f64() <= 6.0, "{d1:?}");
+    assert!(d5.as_secs_f64() >= 64.0, "{d5:?}");
+    assert!(d_429.as_secs_f64() >= 48.0, "{d_429:?}");
+    assert!(controller::backoff(50, None).as_secs_f64() <= 360.0);
+
+    // The Secret appears: the next retry recovers.
+    world.fake.seed(
+        "",
+        "secrets",
+        json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db-password", "namespace": NS}, "data": {"password": "cHc="}}),
+    );
+    let (result, _) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(world.condition("Degraded")["status"], "False");
+    assert!(
+        world.fake.get("", "secrets", NS, "db-superuser").is_none(),
+        "no generated Secret"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_instance_is_reported_not_fatal() {
+    let world = World::new(json!({"postgresVersion": "eighteen", "storage": {"size": "1Gi"}}));
+    let (result, requests) = world.reconcile().await;
+    let err = result.expect_err("cannot be read");
+    assert_eq!(err.metric_label(), "invalid_object");
+    let w = writes(&requests);
+    assert_eq!(w.len(), 1, "only the Warning event: {w:?}");
+    assert!(w[0].contains("events"));
+}
