@@ -503,6 +503,16 @@ def test_docker_run_as_root_initialises_and_serves_as_postgres(make_instance):
     assert inst.query("select sum(id) from r") == "55"
 
 
+def test_docker_run_as_root_without_gosu_drops_privileges_with_setpriv(make_instance):
+    inst = make_instance()
+    # gosu lives in /usr/sbin; a PATH without the sbin directories hides it.
+    path = ":".join([str(harness.pg_bindir(inst.major)), str(SCRIPTS), str(STANDINS), "/usr/local/bin", "/usr/bin", "/bin"])
+    assert shutil.which("gosu", path=path) is None, "gosu is on the reduced PATH; the test cannot hide it"
+    inst.start(as_root=True, PATH=path)
+    assert process_user(inst.proc.pid) == harness.RUN_USER
+    assert inst.query("select current_setting('data_directory')") == str(inst.pgdata)
+
+
 def test_docker_run_arguments_reach_postgres(make_instance):
     inst = make_instance()
     start_with_argv(inst, ["-c", "work_mem=1MB"], as_root=True)  # docker run IMAGE -c work_mem=1MB

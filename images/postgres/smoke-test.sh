@@ -44,16 +44,17 @@ psql_exec() {
 }
 
 wait_healthy() {
-  local name=$1 status='' i
+  local name=$1 state='' i
   for i in $(seq 1 90); do
-    status=$(docker inspect -f '{{.State.Health.Status}}' "$name" 2>/dev/null || echo gone)
-    case "$status" in
-      healthy) return 0 ;;
-      gone) fail "$name exited while starting" ;;
+    state=$(docker inspect -f '{{.State.Status}} {{.State.Health.Status}}' "$name" 2>/dev/null || echo gone)
+    case "$state" in
+      'running healthy') return 0 ;;
+      running*) ;;
+      *) fail "$name stopped while starting ($state, exit code $(docker inspect -f '{{.State.ExitCode}}' "$name" 2>/dev/null))" ;;
     esac
     sleep 2
   done
-  fail "$name not healthy after $((i * 2))s (status: $status)"
+  fail "$name not healthy after $((i * 2))s ($state)"
 }
 
 start_server() {
@@ -79,8 +80,10 @@ check_defaults() {
   pass "pg_stat_statements is preloaded and counts queries"
   psql_exec -c 'select pg_sleep(1.2) /* slow-marker */' -c 'select pg_sleep(0.05) /* fast-marker */' >/dev/null
   sleep 1
-  docker logs "$NAME" 2>&1 | grep -q 'duration: .*slow-marker' || fail "the slow query is not in the log"
-  ! docker logs "$NAME" 2>&1 | grep -q 'fast-marker' || fail "a fast query was logged"
+  local logs
+  logs=$(docker logs "$NAME" 2>&1)
+  grep -q 'duration: .*slow-marker' <<<"$logs" || fail "the slow query is not in the log"
+  ! grep -q 'fast-marker' <<<"$logs" || fail "a fast query was logged"
   pass "a slow query is logged, a fast one is not"
   if docker exec -e PGPASSWORD=wrong "$NAME" psql -h 127.0.0.1 -U postgres -c 'select 1' >/dev/null 2>&1; then
     fail "a wrong password was accepted over TCP"
@@ -108,7 +111,8 @@ check_docker_run_paths() {
   local out
   out=$(docker run --rm "$IMAGE" bash -c 'echo hello-from-bash') || fail "docker run IMAGE bash failed"
   [ "$out" = hello-from-bash ] || fail "docker run IMAGE bash printed '$out'"
-  docker run --rm "$IMAGE" postgres --version | grep -q '(PostgreSQL)' || fail "postgres --version failed"
+  out=$(docker run --rm "$IMAGE" postgres --version) || fail "postgres --version failed"
+  grep -q '(PostgreSQL)' <<<"$out" || fail "postgres --version printed '$out'"
   pass "docker run IMAGE bash / postgres --version run as-is"
   local rc=0
   out=$(docker run --rm "$IMAGE" 2>&1) || rc=$?
