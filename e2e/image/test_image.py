@@ -327,6 +327,21 @@ def test_stash_killed_before_it_is_renamed_into_place_is_redone_on_the_next_star
     assert "removing the leftover" in inst.log()
 
 
+def test_stash_that_does_not_fit_is_skipped_with_a_warning_and_the_server_still_starts(make_instance, mounts):
+    inst = make_instance()
+    mounts.tmpfs(inst.volume, 256)
+    inst.start()
+    inst.psql("create table kept(x int); insert into kept values (5)")
+    inst.stop()
+    shutil.rmtree(inst.state_dir / "stash" / "18")  # as after a minor update: the stash must be redone
+    mounts.fill(inst.volume, 24 * MIB)  # above the 16 MiB headroom, below headroom + stash
+    inst.start()
+    assert inst.query("select x from kept") == "5"
+    warnings = [line for line in inst.log().splitlines() if "WARNING: stash: skipped" in line]
+    assert len(warnings) == 1, inst.log()
+    assert not (inst.state_dir / "stash" / "18").exists()
+
+
 # --- WAL-G and cron -------------------------------------------------------------
 
 def test_walg_version_runs(make_instance):
