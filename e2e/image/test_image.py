@@ -549,6 +549,35 @@ def test_docker_run_of_another_command_runs_it_as_is(make_instance):
     assert not any(inst.volume.iterdir()), "a non-postgres command changed the volume"
 
 
+def test_new_cluster_runs_init_scripts_once_with_a_custom_superuser_and_database(make_instance):
+    """The official entrypoint's initialisation through our config: a superuser
+    other than postgres reaches the temporary server over the socket with its
+    password (pg_hba.conf: scram for every role but postgres), POSTGRES_DB is
+    created, and /docker-entrypoint-initdb.d runs once."""
+    inst = make_instance()
+    initdb_d = inst.root / "initdb.d"
+    initdb_d.mkdir()
+    (initdb_d / "01-schema.sql").write_text("create table seeded(id int primary key);\n"
+                                            "insert into seeded select generate_series(1, 5);\n")
+    (initdb_d / "02-marker.sh").write_text(f'echo "ran as $(id -un)" >> {inst.root}/initdb-ran\n')
+    harness.chown_to_run_user(initdb_d)
+    env = {"POSTGRES_USER": "app", "POSTGRES_DB": "appdb", "DOCKER_ENTRYPOINT_INITDB_DIR": str(initdb_d)}
+    psql = [str(harness.pg_bindir(inst.major) / "psql"), "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(inst.port),
+            "-U", "app", "-d", "appdb", "-c", "select count(*), current_user from seeded"]
+
+    def seeded():  # the harness's readiness check connects as postgres, which this cluster does not have
+        proc = inst.run(psql, check=False, PGPASSWORD=SUPERUSER_PASSWORD)
+        assert inst.proc.poll() is None, f"entrypoint exited {inst.proc.returncode}\n{inst.log()}"
+        return proc.returncode == 0 and proc.stdout.strip()
+
+    inst.start(wait=False, **env)
+    assert wait_for(seeded, 120, "the app database over TCP", inst) == "5|app"
+    inst.stop()
+    inst.start(wait=False, **env)
+    assert wait_for(seeded, 120, "the app database over TCP after a restart", inst) == "5|app"
+    assert (inst.root / "initdb-ran").read_text() == "ran as postgres\n"  # once, as the data owner
+
+
 def test_existing_pgdata_starts_without_a_password(make_instance):
     inst = make_instance()
     inst.start()
