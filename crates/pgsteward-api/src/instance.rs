@@ -135,7 +135,9 @@ fn image_managed_rule() -> kube::core::Rule {
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    validation = kube::core::Rule::new("self.metadata.name.size() <= 52 && !self.metadata.name.contains('.')")
+        .message("metadata.name must be at most 52 characters and contain no '.': it names the StatefulSet and the Services (DNS labels)")
 )]
 #[x_kube(
     validation = kube::core::Rule::new("!has(self.bootstrap) || !has(self.bootstrap.recovery) || has(self.backup)")
@@ -527,6 +529,7 @@ pub struct RecoverySpec {
 pub struct RestoreSpec {
     /// Identifies this request; a request whose id already has a result is
     /// never run again. Use a new id for each restore.
+    #[schemars(length(min = 1, max = 63))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$')")
         .message("restore.requestId must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit; use a new id for each restore"))]
     pub request_id: String,

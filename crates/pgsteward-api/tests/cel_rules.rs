@@ -73,6 +73,20 @@ fn cases() -> Vec<Case> {
             message: "postgresVersion cannot decrease",
         },
         Case {
+            name: "name fits a StatefulSet",
+            crd: INSTANCES,
+            old: None,
+            new: with(base(), "metadata/name", json!("a".repeat(53))),
+            message: "metadata.name must be at most 52 characters",
+        },
+        Case {
+            name: "name has no dot",
+            crd: INSTANCES,
+            old: None,
+            new: with(base(), "metadata/name", json!("orders.eu")),
+            message: "contain no '.'",
+        },
+        Case {
             name: "sizeFactor at least 2.0",
             crd: INSTANCES,
             old: None,

@@ -74,6 +74,16 @@ pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec,
     let spec = &instance.spec;
     let mut problems = Vec::new();
 
+    let name = instance.name_any();
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) || name.len() > 52 || name.contains('.')
+    {
+        problems.push(Problem {
+            reason: "InvalidName",
+            message: format!(
+                "PgInstance name {name:?} cannot name a Service: use at most 52 lower-case letters, digits and '-', starting with a letter; recreate it under such a name"
+            ),
+        });
+    }
     if !SUPPORTED_MAJORS.contains(&spec.postgres_version) {
         problems.push(Problem {
             reason: "UnsupportedVersion",

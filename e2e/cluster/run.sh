@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# Cluster tier: the operator against a real Kubernetes API server.
+#
+# Runs when kubectl's current context (KUBECONFIG) reaches an API server: a
+# kind cluster, or a bare kube-apiserver (pods never start there, and the
+# checks below do not need them to). Otherwise it prints one line saying why
+# it SKIPPED and exits 0 without reporting any test as passed.
+#
+# What it shows, in a fresh namespace:
+#   1. the CRDs install (pgsteward-operator install-crds, server-side apply);
+#   2. every CEL rule rejects a bad object with its message
+#      (kubectl apply --dry-run=server; cases from e2e/cluster/cel-cases.json,
+#      which `cargo test` keeps equal to the Rust CEL tests);
+#   3. accepted samples produce the expected objects and sizes;
+#   4. status and printer columns through `kubectl get pginstance`;
+#   5. a second reconcile changes no object's resourceVersion and writes
+#      nothing (checked on the objects and on the operator's metrics);
+#   6. a missing Secret gives Degraded=True naming it, and a Warning event;
+#   7. deleting an instance runs cleanup and keeps the data's Secret.
+#
+# Exit codes: 0 every check passed, or the tier was skipped (it says so);
+# 1 a check failed; 2 the operator could not be built.
+set -Eeuo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+
+log() { printf '%s cluster: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "cluster tier: SKIPPED - kubectl is not on PATH (make test-deps installs it); no test ran"
+  exit 0
+fi
+if ! kubectl version --request-timeout=5s >/dev/null 2>&1; then
+  context=$(kubectl config current-context 2>/dev/null || true)
+  echo "cluster tier: SKIPPED - no reachable Kubernetes API server${context:+ in context \"$context\"}${KUBECONFIG:+ (KUBECONFIG=$KUBECONFIG)}; run \`kind create cluster\` to run it; no test ran"
+  exit 0
+fi
+
+passed=0
+failed=0
+ok() { echo "ok - $*"; passed=$((passed + 1)); }
+not_ok() { echo "not ok - $*"; failed=$((failed + 1)); }
+check() { # check DESCRIPTION COMMAND...: ok when the command succeeds
+  local what=$1
+  shift
+  if "$@" >/dev/null 2>&1; then ok "$what"; else not_ok "$what"; fi
+}
+same() { # same DESCRIPTION ACTUAL EXPECTED
+  if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1: got '$2', expected '$3'"; fi
+}
+wait_for() { # wait_for SECONDS COMMAND...: poll until the command succeeds
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 1
+  done
+}
+
+log "building the operator"
+if ! cargo build --quiet --locked -p pgsteward-operator; then
+  echo "cluster tier: the operator does not build" >&2
+  exit 2
+fi
+op="$repo/target/debug/pgsteward-operator"
+
+ns="pgsteward-e2e-$(date +%s)-$RANDOM"
+work=$(mktemp -d)
+op_pid=""
+op_log="$work/operator.log"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+k() { kubectl -n "$ns" "$@"; }
+
+cleanup() {
+  local rc=$?
+  if [ -n "$op_pid" ]; then kill "$op_pid" 2>/dev/null || true; wait "$op_pid" 2>/dev/null || true; fi
+  if ((failed > 0)) && [ -s "$op_log" ]; then
+    echo "--- last operator log lines ---" >&2
+    tail -n 60 "$op_log" >&2 || true
+  fi
+  # Without the operator, finalizers would hold the namespace forever.
+  for obj in $(k get pginstances -o name 2>/dev/null); do
+    k patch "$obj" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+  done
+  kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+kubectl create namespace "$ns" >/dev/null
+log "namespace $ns"
+
+# ------------------------------------------------------------------ 1. CRDs
+if "$op" install-crds >"$work/install.log" 2>&1; then
+  ok "CRDs installed by server-side apply and Established"
+else
+  not_ok "CRDs install: $(tail -n 1 "$work/install.log")"
+fi
+for crd in pginstances.pgsteward.io pgbackups.pgsteward.io; do
+  check "CRD $crd is served" kubectl get crd "$crd" -o name
+done
+check "the installed PgInstance CRD has the status subresource and short name pgi" \
+  bash -c "kubectl get crd pginstances.pgsteward.io -o jsonpath='{.spec.versions[0].subresources.status}{\" \"}{.spec.names.shortNames[0]}' | grep -q '{} pgi'"
+
+# ------------------------------------------------------------------ 2. CEL rules
+# Split the shared cases into manifests: cases.tsv holds, per case, its index,
+# whether it has an old object, and its name.
+python3 - "$repo/e2e/cluster/cel-cases.json" "$work" "$ns" <<'PY'
+import json, sys
+cases, work, ns = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+with open(f"{work}/cases.tsv", "w") as tsv:
+    for i, c in enumerate(cases):
+        for which in ("old", "new"):
+            obj = c[which]
+            if obj is None:
+                continue
+            # Cases about the name keep theirs; the others get a unique one.
+            name = obj["metadata"]["name"]
+            keep = name not in ("db", "b")
+            obj["metadata"] = {"name": name if keep else f"cel-{i}", "namespace": ns}
+            json.dump(obj, open(f"{work}/case-{i}-{which}.json", "w"))
+        with open(f"{work}/case-{i}-parts", "w") as f:
+            f.write("\n".join(c["messageParts"]) + "\n")
+        tsv.write(f"{i}\t{'old' if c['old'] else 'new'}\t{c['name']}\n")
+PY
+while IFS=$'\t' read -r i has_old name; do
+  if [ "$has_old" = old ] && ! k create -f "$work/case-$i-old.json" >"$work/case-$i-create.log" 2>&1; then
+    not_ok "CEL: $name (the valid old object was refused: $(tail -n 1 "$work/case-$i-create.log"))"
+    continue
+  fi
+  if k apply --dry-run=server -f "$work/case-$i-new.json" >"$work/case-$i.out" 2>&1; then
+    not_ok "CEL: $name (accepted)"
+    continue
+  fi
+  missing=""
+  while IFS= read -r part; do
+    [ -z "$part" ] || grep -qF -- "$part" "$work/case-$i.out" || missing+=" [$part]"
+  done <"$work/case-$i-parts"
+  first=$(head -n 1 "$work/case-$i-parts")
+  message=$(grep -m1 -F -- "$first" "$work/case-$i.out" | head -c 400 || true)
+  if [ -z "$missing" ]; then
+    ok "CEL rejects: $name -> $message"
+  else
+    not_ok "CEL: $name: message lacks$missing; server said: $(tail -n 1 "$work/case-$i.out")"
+  fi
+done <"$work/cases.tsv"
+k delete pginstances,pgbackups --all --wait=false >/dev/null 2>&1 || true
+wait_for 30 bash -c "[ -z \"\$(kubectl -n $ns get pginstances,pgbackups -o name 2>/dev/null)\" ]" || true
+
+for sample in config/samples/*.yaml; do
+  check "sample $(basename "$sample") is accepted (dry-run=server)" \
+    bash -c "kubectl -n $ns apply --dry-run=server -f $sample >/dev/null"
+done
+
+# ------------------------------------------------------------------ 3. objects
+# The pods are kept unschedulable, so what the operator sees stays still on a
+# cluster with nodes too; the API objects are what this tier checks.
+k create secret generic orders-s3 \
+  --from-literal=AWS_ACCESS_KEY_ID=e2e --from-literal=AWS_SECRET_ACCESS_KEY=e2e >/dev/null
+unschedulable='{"spec":{"nodeSelector":{"pgsteward.io/e2e":"no-such-node"}}}'
+for sample in pginstance-minimal pginstance-s3; do
+  k apply -f "config/samples/$sample.yaml" >/dev/null
+done
+k patch pginstance minimal --type merge -p "$unschedulable" >/dev/null
+k patch pginstance orders --type merge -p "$unschedulable" >/dev/null
+
+log "starting the operator (metrics on 127.0.0.1:$port)"
+"$op" run --leader-election=false --watch-namespaces "$ns" --metrics-addr "127.0.0.1:$port" \
+  --log-format text >"$op_log" 2>&1 &
+op_pid=$!
+
+for obj in configmap/minimal-config secret/minimal-superuser service/minimal service/minimal-hl statefulset/minimal; do
+  if wait_for 60 k get "$obj"; then ok "minimal: $obj created"; else not_ok "minimal: $obj not created within 60 s"; fi
+done
+jp() { k get "$1" -o "jsonpath=$2" 2>/dev/null; }
+size=$(jp statefulset/minimal '{.spec.volumeClaimTemplates[0].spec.resources.requests.storage}')
+same "minimal: claim template is 25Gi (10Gi x 2.5)" "$size" 25Gi
+image=$(jp statefulset/minimal '{.spec.template.spec.containers[0].image}')
+same "minimal: default image" "$image" ghcr.io/pgsteward/postgres:18-standard-trixie
+pgdata=$(jp statefulset/minimal '{.spec.template.spec.containers[0].env[?(@.name=="PGDATA")].value}')
+same "minimal: PGDATA" "$pgdata" /var/lib/postgresql/18/docker
+for obj in configmap/minimal-config service/minimal service/minimal-hl statefulset/minimal; do
+  owner=$(jp "$obj" '{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}')
+  same "minimal: $obj is owned by PgInstance/minimal" "$owner" PgInstance/minimal
+done
+managers=$(k get statefulset/minimal configmap/minimal-config service/minimal -o jsonpath='{range .items[*]}{range .metadata.managedFields[?(@.operation=="Apply")]}{.manager}{"\n"}{end}{end}' | sort -u | tr '\n' ' ')
+same "one field manager applies the objects" "$managers" "pgsteward "
+same "minimal: the superuser Secret has no owner (kept with the data)" "$(jp secret/minimal-superuser '{.metadata.ownerReferences}')" ""
+conf=$(jp configmap/minimal-config '{.data.00-slow-query-log\.conf}')
+check "minimal: conf.d turns slow-query logging off" grep -q "log_min_duration_statement = '-1'" <<<"$conf"
+
+if wait_for 60 k get statefulset/orders; then
+  size=$(jp statefulset/orders '{.spec.volumeClaimTemplates[0].spec.resources.requests.storage}')
+  same "orders: claim template is 125Gi (50Gi x 2.5)" "$size" 125Gi
+  prefix=$(jp statefulset/orders '{.spec.template.spec.containers[0].env[?(@.name=="WALG_S3_PREFIX")].value}')
+  same "orders: WALG_S3_PREFIX" "$prefix" s3://acme-backups/orders
+  ref=$(jp statefulset/orders '{.spec.template.spec.containers[0].env[?(@.name=="AWS_SECRET_ACCESS_KEY")].valueFrom.secretKeyRef.name}')
+  same "orders: S3 credentials come from Secret orders-s3 by secretKeyRef" "$ref" orders-s3
+  params=$(jp configmap/orders-config '{.data.10-parameters\.conf}')
+  check "orders: conf.d has the parameters, quoted" grep -q "shared_buffers = '512MB'" <<<"$params"
+else
+  not_ok "orders: statefulset not created within 60 s"
+fi
+
+# ------------------------------------------------------------------ 4. status
+settled() { # the status describes the current generation, with 6 conditions
+  [ "$(jp "pginstance/$1" '{.status.observedGeneration}')" = "$(jp "pginstance/$1" '{.metadata.generation}')" ] &&
+    [ "$(jp "pginstance/$1" '{range .status.conditions[*]}{.type}{" "}{end}')" = "Ready Progressing Degraded BackupHealthy Upgrading Restoring " ]
+}
+if wait_for 60 settled minimal; then
+  ok "minimal: status has observedGeneration and the six conditions"
+else
+  not_ok "minimal: status: $(jp pginstance/minimal '{.status}')"
+fi
+table=$(k get pginstance 2>&1 || true)
+while IFS= read -r line; do echo "    $line"; done <<<"$table"
+header=$(head -n 1 <<<"$table" | tr -s ' ')
+same "printer columns" "$header" "NAME VERSION READY STATUS LAST BACKUP AGE"
+reason=$(jp pginstance/minimal '{.status.conditions[?(@.type=="Ready")].reason}')
+check "the Status column shows the Ready reason ($reason)" grep -q " $reason " <<<"$(grep '^minimal ' <<<"$table") "
+backup=$(jp pginstance/minimal '{.status.conditions[?(@.type=="BackupHealthy")].reason}')
+same "minimal: BackupHealthy says NotConfigured" "$backup" NotConfigured
+
+# ------------------------------------------------------------------ 5. idle
+metric() { # metric NAME [LABEL-FILTER]: the sum of a metric's samples
+  curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null |
+    awk -v n="$1" -v f="${2:-}" '$1 ~ "^"n"({|$)" && index($1, f) { s += $2 } END { print s + 0 }'
+}
+rvs() {
+  k get configmap/minimal-config secret/minimal-superuser service/minimal service/minimal-hl statefulset/minimal \
+    -o jsonpath='{range .items[*]}{.kind}/{.metadata.name}={.metadata.resourceVersion} {end}'
+}
+applied_at() { # when pgsteward last applied the StatefulSet and the status
+  k get statefulset/minimal -o jsonpath='{.metadata.managedFields[?(@.manager=="pgsteward")].time}'
+  k get pginstance/minimal -o jsonpath='{.metadata.managedFields[?(@.manager=="pgsteward")].time}'
+}
+sleep 5 # let the first reconciles and their follow-ups finish
+before_rvs=$(rvs)
+before_applied=$(applied_at)
+before_objects=$(metric pgsteward_object_writes_total)
+before_status=$(metric pgsteward_status_writes_total 'outcome="written"')
+before_runs=$(metric pgsteward_reconciliations_total)
+k annotate pginstance minimal pgsteward.io/e2e-poke="$(date +%s)" --overwrite >/dev/null
+if wait_for 30 bash -c "[ \"\$(curl -fsS http://127.0.0.1:$port/metrics | awk '/^pgsteward_reconciliations_total/ {print \$2}')\" -gt $before_runs ]"; then
+  ok "a second reconcile ran (reconciliations $before_runs -> $(metric pgsteward_reconciliations_total))"
+else
+  not_ok "no second reconcile within 30 s"
+fi
+sleep 3
+after_rvs=$(rvs)
+same "second reconcile changed no resourceVersion ($before_rvs)" "$after_rvs" "$before_rvs"
+same "second reconcile applied nothing (pgsteward managedFields times unchanged)" "$(applied_at)" "$before_applied"
+after_objects=$(metric pgsteward_object_writes_total)
+after_status=$(metric pgsteward_status_writes_total 'outcome="written"')
+same "metrics: no object or status write during the idle reconcile" "$after_objects/$after_status" "$before_objects/$before_status"
+
+# ------------------------------------------------------------------ 6. Degraded
+cat >"$work/broken.yaml" <<EOF
+apiVersion: pgsteward.io/v1alpha1
+kind: PgInstance
+metadata:
+  name: broken
+spec:
+  postgresVersion: 17
+  storage: {size: 1Gi}
+  superuserSecretRef: {name: missing-secret}
+EOF
+k apply -f "$work/broken.yaml" >/dev/null
+degraded() { [ "$(jp pginstance/broken '{.status.conditions[?(@.type=="Degraded")].status}')" = True ]; }
+if wait_for 60 degraded; then
+  msg=$(jp pginstance/broken '{.status.conditions[?(@.type=="Degraded")].reason}: {.status.conditions[?(@.type=="Degraded")].message}')
+  check "missing Secret: Degraded=True, $msg" grep -q "SecretNotFound: Secret $ns/missing-secret" <<<"$msg"
+else
+  not_ok "missing Secret: no Degraded=True within 60 s"
+fi
+check "missing Secret: no StatefulSet is created" bash -c "! kubectl -n $ns get statefulset/broken >/dev/null 2>&1"
+warned() { k get events --field-selector "involvedObject.name=broken,type=Warning" -o jsonpath='{.items[*].reason}' | grep -q InvalidSpec; }
+check "missing Secret: a Warning event with reason InvalidSpec" wait_for 30 warned
+
+# ------------------------------------------------------------------ 7. delete
+if k delete pginstance minimal --timeout=60s >/dev/null 2>&1; then
+  ok "deleting minimal completes (cleanup ran, finalizer removed)"
+else
+  not_ok "deleting minimal did not complete within 60 s"
+fi
+check "the superuser Secret is kept with the data" k get secret/minimal-superuser -o name
+if wait_for 30 bash -c "! kubectl -n $ns get configmap/minimal-config"; then
+  ok "owned objects are garbage-collected"
+else
+  echo "# owned objects still present after 30 s: this server may run no garbage collector (not counted)"
+fi
+
+echo "cluster: $passed passed, $failed failed"
+((failed == 0))
