@@ -46,7 +46,9 @@ pub fn is_applied(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
         (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, dv)| match l.get(k) {
             Some(lv) => is_applied(dv, lv),
-            None => is_empty(dv),
+            // Nested objects (a claim template) may come back without the
+            // type fields k8s-openapi always writes.
+            None => is_empty(dv) || k == "apiVersion" || k == "kind",
         }),
         (Value::Object(d), Value::Null) => d.values().all(is_empty),
         (Value::Array(d), Value::Array(l)) => {
@@ -177,9 +179,10 @@ mod tests {
     #[test]
     fn is_applied_ignores_server_fields_and_empty_values() {
         let desired = json!({"metadata": {"name": "a", "labels": {}},
-            "spec": {"readOnly": false, "ports": [{"port": 5432}], "size": "10Gi"}});
+            "spec": {"readOnly": false, "ports": [{"port": 5432}], "size": "10Gi",
+                     "templates": [{"apiVersion": "v1", "kind": "PersistentVolumeClaim"}]}});
         let live = json!({"metadata": {"name": "a", "uid": "u", "resourceVersion": "7"},
-            "spec": {"ports": [{"port": 5432, "protocol": "TCP"}], "size": "10240Mi"},
+            "spec": {"ports": [{"port": 5432, "protocol": "TCP"}], "size": "10240Mi", "templates": [{}]},
             "status": {"ready": true}});
         assert!(is_applied(&desired, &live));
     }

@@ -51,6 +51,13 @@ pub fn router(state: ServerState) -> Router {
 
 /// Serve until the process ends.
 pub async fn serve(addr: SocketAddr, state: ServerState) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(tokio::net::TcpListener::bind(addr).await?, state).await
+}
+
+/// Serve on a listener that is already bound.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: ServerState,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state)).await
 }
