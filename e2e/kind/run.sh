@@ -126,8 +126,9 @@ backup_finished() {
   [ "$phase" = Succeeded ] || [ "$phase" = Failed ]
 }
 
+# Whether the WAL segment $2 of instance $1 (or a later one) has been archived.
 wal_archived() {
-  [ "$(psql_in "$1" -c 'SELECT last_archived_wal >= pg_walfile_name(pg_current_wal_lsn() - 1) FROM pg_stat_archiver')" = t ]
+  [ "$(psql_in "$1" -c "SELECT coalesce(last_archived_wal >= '$2', false) FROM pg_stat_archiver")" = t ]
 }
 
 # StatefulSets, Services, ConfigMaps (and Secrets) whose owner is a PgInstance.
@@ -148,7 +149,7 @@ no_pvc_of() {
 }
 
 cmd_scenario() {
-  local source=e2e-pg clone=e2e-pitr target_time backup_phase
+  local source=e2e-pg clone=e2e-pitr target_time backup_phase segment
   kubectl create namespace "$E2E_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
   kubectl -n "$E2E_NAMESPACE" create secret generic "$S3_SECRET" \
     --from-literal=AWS_ACCESS_KEY_ID=pgsteward-e2e \
@@ -182,10 +183,12 @@ YAML
   target_time=$(psql_in "$source" -c "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
   sleep 2
   psql_in "$source" -c "INSERT INTO e2e_rows (id, batch) SELECT g, 'after-target' FROM generate_series(201, 300) g"
-  psql_in "$source" -c 'SELECT pg_switch_wal()' >/dev/null
+  # At a segment boundary pg_walfile_name names the segment just completed:
+  # the last one the restore needs.
+  segment=$(psql_in "$source" -c 'SELECT pg_walfile_name(pg_switch_wal())')
   expect_rows "$source" 300
-  log "waiting for the WAL holding the last rows to be archived"
-  retry_for 300 wal_archived "$source" || die "WAL was not archived within 300s"
+  log "waiting for WAL segment $segment (the last rows) to be archived"
+  retry_for 300 wal_archived "$source" "$segment" || die "WAL segment $segment was not archived within 300s"
 
   log "6. restore to $target_time: a clone of $source at that time"
   apply_instance "$clone" 17 true "  bootstrap:
