@@ -19,7 +19,7 @@ import pytest
 from conftest import CHART, NAMESPACE, REPO, by_kind, render, run
 
 TABLE_FILE = CHART / "files" / "rbac.json"
-REGENERATE = "cargo run -q --locked -p pgsteward-operator -- rbac > charts/pgsteward/files/rbac.json"
+REGENERATE = "e2e/chart/sync.sh (cargo run -q --locked -p pgsteward-operator -- rbac > charts/pgsteward/files/rbac.json)"
 
 
 @lru_cache(maxsize=1)

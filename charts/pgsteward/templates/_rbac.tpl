@@ -3,7 +3,8 @@ The operator's permissions come from files/rbac.json, which is the output of
 `pgsteward-operator rbac`: the table in crates/pgsteward-operator/src/rbac.rs,
 the one place that lists every API call the operator makes and why.
 e2e/chart/test_rbac.py fails when the file and the binary disagree, or when
-what this chart renders differs from the table by a single verb. Regenerate:
+what this chart renders differs from the table by a single verb. Regenerate
+with e2e/chart/sync.sh, which runs:
 
   cargo run -q --locked -p pgsteward-operator -- rbac > charts/pgsteward/files/rbac.json
 
