@@ -106,7 +106,7 @@ binary_major() {
   printf '%s\n' "$v"
 }
 
-one_line() { tr '\n' ' ' <<<"$1" | tr -s ' ' | cut -c1-"${2:-600}"; }
+one_line() { tr '\n' ' ' <<<"$1" | tr -s ' ' | sed 's/ *$//' | cut -c1-"${2:-600}"; }
 
 # last_lines FILE N: the last N non-empty lines of FILE.
 last_lines() {
@@ -589,16 +589,27 @@ run_pg_upgrade() {
   fi
 }
 
-# pg_upgrade_reason OUT SAVED: one line: what pg_upgrade called fatal, and the
+# pg_upgrade_reason OUT SAVED: one line: what pg_upgrade called fatal, or the
 # server's FATAL line when a server did not start.
 pg_upgrade_reason() {
-  local out=$1 saved=$2 reason fatal=''
+  local out=$1 saved=$2 reason fatal='' which=server
   reason=$(awk '/fatal$/ {on = 1; print; next} on && /^Failure, exiting/ {exit} on && NF {print}' "$out")
-  [ -n "$reason" ] || reason=$(last_lines "$out" 4 | grep -v '^Failure, exiting' || true)
   if [ -d "$saved" ]; then
     fatal=$(find "$saved" -name 'pg_upgrade_server*.log' -exec grep -h 'FATAL:' {} + 2>/dev/null | tail -n1 | sed 's/.*FATAL: *//' || true)
   fi
-  one_line "$reason${fatal:+ -- server: $fatal}" 700
+  if grep -q 'source postmaster' "$out"; then
+    which="the PostgreSQL $FROM server (stashed binaries)"
+  elif grep -q 'target postmaster' "$out"; then
+    which="the new PostgreSQL $TO server"
+  fi
+  if [ -z "$reason" ] && [ -n "$fatal" ]; then
+    reason="$which did not start: $fatal"
+  elif [ -n "$fatal" ]; then
+    reason="$reason -- server: $fatal"
+  elif [ -z "$reason" ]; then
+    reason=$(last_lines "$out" 3 | grep -v '^Failure, exiting' || true)
+  fi
+  one_line "$reason" 700
 }
 
 # pg_upgrade_excerpt OUT SAVED: the end of pg_upgrade's output, its reports
