@@ -1,0 +1,89 @@
+"""Restores against a damaged or unreachable archive, on real PostgreSQL: a gap
+in the WAL never becomes a silent early promotion, and a storage outage
+during recovery aborts it."""
+
+from __future__ import annotations
+
+import json
+
+from backup_restore import (archived, backup, check_fixture, commit_row, ids, needs_standin, pgdata_fingerprint,
+                            restore_env, start_expect_failure, start_primary, switch_wal, timeline, wait_archived,
+                            wal_dir)
+
+
+def primary_over_many_segments(make_instance):
+    """Backup, then rows 1-6, each committed in its own WAL segment. Returns
+    (inst, points, segment holding row 3's commit)."""
+    inst = start_primary(make_instance)
+    backup(inst, "--id", "base")
+    points, segment_of = {}, {}
+    for i in range(1, 7):
+        points[i] = commit_row(inst, i)
+        segment_of[i] = inst.query(f"select pg_walfile_name('{points[i]['lsn_after']}')")
+        switch_wal(inst)
+    wait_archived(inst)
+    assert len(set(segment_of.values())) == 6
+    return inst, points, segment_of[3]
+
+
+def remove_from_archive(inst, segment):
+    removed = [p for p in wal_dir(inst.storage, inst.major).iterdir() if p.name.startswith(segment)]
+    assert removed, f"{segment} is not in the archive"
+    for p in removed:
+        p.unlink()
+
+
+def test_gap_in_archive_refuses_a_restore_to_latest_before_anything_stops(make_instance):
+    inst, _, gap = primary_over_many_segments(make_instance)
+    remove_from_archive(inst, gap)
+    before = pgdata_fingerprint(inst)
+    run = inst.script("restore.sh", "in-place", "--id", "r-gap", "--target", "latest", check=False)
+    assert run.returncode == 2, run.stderr
+    result = json.loads(run.stdout)
+    assert result["outcome"] == "failed" and "gap in the WAL archive" in result["message"]
+    assert gap in result["message"], "the message names the missing segment"
+    assert inst.proc.poll() is None and ids(inst) == [1, 2, 3, 4, 5, 6]
+    assert pgdata_fingerprint(inst) == before
+    check_fixture("restore-failed-gap", result)
+
+
+def test_gap_before_a_time_target_stops_recovery_with_an_error_and_never_promotes(make_instance):
+    src, points, gap = primary_over_many_segments(make_instance)
+    remove_from_archive(src, gap)
+    request = restore_env("clone", "c-gap", "time", points[5]["time_after"], source=src.storage)
+    inst = make_instance(env=request)
+    rc, out = start_expect_failure(inst)
+    assert rc == 1, out
+    result = inst.result("restore", "c-gap")
+    assert result["outcome"] == "failed"
+    assert "recovery ended before configured recovery target was reached" in result["message"], result
+    log = (inst.state_dir / "restore-c-gap.log").read_text()
+    assert "selected new timeline" not in log and "archive recovery complete" not in log
+    assert not [w for w in archived(src.storage, src.major) if w.endswith(".history")]
+    assert not [p for p in inst.pgdata.iterdir()], "PGDATA is empty again, nothing half-restored"
+    # The same request at the next start does not initialise an empty
+    # database in its place either: it says what to do.
+    rc, out = start_expect_failure(inst)
+    assert rc == 1 and "Set a new PGSTEWARD_RESTORE_ID" in out, out
+    assert not (inst.pgdata / "PG_VERSION").exists()
+
+
+def test_storage_outage_during_recovery_aborts_instead_of_promoting(make_instance):
+    needs_standin("WALG_STANDIN_FAIL=wal-fetch:<segment>")
+    inst, _, segment = primary_over_many_segments(make_instance)
+    inst.stop()
+    request = restore_env("in-place", "r-outage", "latest")
+    rc, out = start_expect_failure(inst, WALG_STANDIN_FAIL=f"wal-fetch:{segment}", PGSTEWARD_WAL_FETCH_ATTEMPTS=2,
+                                   PGSTEWARD_WAL_FETCH_BACKOFF=1, **request)
+    assert rc == 1, out
+    result = inst.result("restore", "r-outage")
+    assert result["outcome"] == "rolled_back", result
+    assert f'could not restore file "{segment}" from archive' in result["message"], result
+    assert "exit code 200" in result["message"]
+    log = (inst.state_dir / "restore-r-outage.log").read_text()
+    assert "Aborting recovery" in log and "retrying in 1s" in log
+    assert "selected new timeline" not in log and "archive recovery complete" not in log
+    assert not [w for w in archived(inst.storage, inst.major) if w.endswith(".history")]
+    inst.start(**request)
+    assert ids(inst) == [1, 2, 3, 4, 5, 6] and timeline(inst) == 1
+    check_fixture("restore-rolled_back-outage", result)
