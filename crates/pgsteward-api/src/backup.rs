@@ -1,7 +1,7 @@
 //! `PgBackup`: an on-demand backup of a `PgInstance`.
 //!
-//! The types are declared now so the API is complete; the operator acts on
-//! them with the "operations" work (issue 6).
+//! The operator execs `backup.sh --id <uid>` in the instance's pod and copies
+//! the result here (see `pgsteward-operator`'s `backup` module).
 
 // kube's `printcolumn(...)` lists repeat `type_`, which clippy mistakes for
 // duplicated attributes.
@@ -31,6 +31,25 @@ use serde::{Deserialize, Serialize};
     ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Backup", type_ = "string", json_path = ".status.backupName"),
+    printcolumn(
+        name = "Begin LSN",
+        type_ = "string",
+        json_path = ".status.startLsn",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "End LSN",
+        type_ = "string",
+        json_path = ".status.finishLsn",
+        priority = "1"
+    ),
+    printcolumn(name = "Finished", type_ = "date", json_path = ".status.finishedAt"),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = "1"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -88,4 +107,8 @@ pub struct PgBackupStatus {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The id passed to `backup.sh --id` (the PgBackup's uid); the image never
+    /// runs an id twice, so a restarted operator asks again safely.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
 }

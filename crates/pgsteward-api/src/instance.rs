@@ -622,6 +622,113 @@ pub struct PgInstanceStatus {
     /// The last successful backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<BackupRecord>,
+    /// The oldest time a restore can reach: the end of the oldest backup kept
+    /// (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_recoverability_point: Option<String>,
+    /// WAL archiving, from `pg_stat_archiver`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archiver: Option<ArchiverRecord>,
+    /// The last in-place restore (`spec.restore`) and how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restore: Option<RestoreRecord>,
+    /// The operation under way (at most one). A restarted operator resumes
+    /// it from here instead of starting it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<OperationRecord>,
+    /// The last upgrade that failed and was rolled back: it is not retried
+    /// until the spec changes (a new generation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_upgrade: Option<FailedUpgrade>,
+    /// The conf.d content (a hash) that PostgreSQL has loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_revision: Option<String>,
+    /// Settings that changed but wait for a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_restart: Option<Vec<String>>,
+    /// Operations requested but waiting for the one under way, in the order
+    /// they will run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Vec<String>>,
+}
+
+/// `pg_stat_archiver`, as `pgsteward-status` reported it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiverRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_wal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_wal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_time: Option<String>,
+}
+
+/// An in-place restore and its outcome.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRecord {
+    /// `spec.restore.requestId`.
+    pub request_id: String,
+    /// running, succeeded, failed, rolled_back, or rejected (refused by the
+    /// operator before anything was touched).
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The operation under way.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationRecord {
+    /// upgrade, restore or restart.
+    pub kind: String,
+    /// The request id passed to the image (`PGSTEWARD_UPGRADE_ID`,
+    /// `PGSTEWARD_RESTORE_ID`), or what a restart waits for.
+    pub id: String,
+    /// When the operator started it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Upgrade: the major and image it started from (put back on failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_major: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_image: Option<String>,
+    /// Upgrade: the major it goes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_major: Option<u32>,
+    /// Restart: the uid of the pod that was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+}
+
+/// An upgrade that failed; the previous image runs again.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedUpgrade {
+    pub id: String,
+    pub from_major: u32,
+    pub to_major: u32,
+    /// The spec generation that asked for it: a newer one retries.
+    pub generation: i64,
+    /// The step that failed, when the image reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The image used before the upgrade, which runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_image: Option<String>,
 }
 
 /// One backup, as the image reported it.

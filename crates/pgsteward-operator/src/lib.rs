@@ -4,11 +4,14 @@
 //! [`observe`] → [`validate`] → [`build`] → [`apply`] → [`status`],
 //! wired together in [`controller`].
 
+pub mod act;
 pub mod apply;
 pub mod build;
 pub mod controller;
 pub mod crds;
 pub mod error;
+pub mod exec;
+pub mod image_state;
 pub mod leader;
 pub mod metrics;
 pub mod observe;

@@ -134,11 +134,32 @@ pub fn desired_status(
     applied_image: Option<&str>,
     now: Timestamp,
 ) -> PgInstanceStatus {
+    desired_status_for(
+        instance,
+        health,
+        problems,
+        applied_image,
+        instance.spec.postgres_version,
+        now,
+    )
+}
+
+/// [`desired_status`] for a StatefulSet that runs `major`, which differs
+/// from the spec's while an upgrade is rolled back (the previous image runs
+/// again). The operation records (`operation`, `lastRestore`, ...) are kept
+/// as they were; `act` sets them.
+pub fn desired_status_for(
+    instance: &PgInstance,
+    health: &Health,
+    problems: Option<&Problems>,
+    applied_image: Option<&str>,
+    major: u32,
+    now: Timestamp,
+) -> PgInstanceStatus {
     let prior = instance.status.clone().unwrap_or_default();
     let generation = instance.metadata.generation;
     let spec = &instance.spec;
     let name = instance.name_any();
-    let major = spec.postgres_version;
     let running_now = applied_image.is_some() && health.ready && health.rolled_out;
 
     let ready = match (health, problems) {
@@ -302,8 +323,37 @@ pub fn desired_status(
             Some(image) if running_now => Some(image.to_string()),
             _ => prior.image.clone(),
         },
-        last_backup: prior.last_backup.clone(),
+        ..prior
     }
+}
+
+/// Replace the conditions of the types in `overrides` (keeping each one's
+/// `lastTransitionTime` while its status is unchanged, against `prior`).
+pub fn override_conditions(
+    status: &mut PgInstanceStatus,
+    prior: &[Condition],
+    overrides: Vec<Condition>,
+    now: Timestamp,
+) {
+    let mut desired: Vec<Condition> = status
+        .conditions
+        .iter()
+        .filter(|c| !overrides.iter().any(|o| o.type_ == c.type_))
+        .cloned()
+        .collect();
+    desired.extend(overrides);
+    status.conditions = merge_conditions(prior, desired, now);
+}
+
+/// A condition with this generation (its time is set by [`merge_conditions`]).
+pub fn new_condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
+    condition(type_, status, reason, message, generation)
 }
 
 /// Keep each condition's `lastTransitionTime` while its status is unchanged;

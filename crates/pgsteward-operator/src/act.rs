@@ -1,0 +1,694 @@
+//! Step 5, act: the decisions that drive operations, as pure functions.
+//!
+//! At most one operation runs per instance at a time, and it is recorded in
+//! `status.operation` before anything is changed, so a restarted operator
+//! resumes it (same request id, same image) instead of starting it again.
+//! When several are requested at once they run in this order, and
+//! `status.waiting` lists the ones that wait:
+//!
+//! 1. the operation already under way (whatever it is) finishes first;
+//! 2. an in-place restore (`spec.restore`): it runs on the current major,
+//!    whose backups it reads;
+//! 3. a major upgrade (`spec.postgresVersion` raised);
+//! 4. a restart for settings that need one (`pending_restart`);
+//! 5. on-demand backups (`PgBackup`), one at a time, oldest first.
+//!
+//! Everything here takes values and returns values: no client, no clock
+//! (the time is a parameter). The controller does the I/O.
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp, tz::TimeZone};
+use kube::ResourceExt;
+use pgsteward_api::{
+    PgBackup, PgBackupStatus, PgInstance,
+    backup::BackupPhase,
+    instance::{
+        ArchiverRecord, BackupRecord, FailedUpgrade, OperationRecord, RestoreRecord, RestoreSpec,
+        condition_type,
+    },
+};
+
+use crate::image_state::{
+    Archiver, BackupResult, Outcome, RestoreResult, StatusReport, UpgradeResult,
+};
+
+/// Operation kinds, as `status.operation.kind` spells them.
+pub mod kind {
+    pub const UPGRADE: &str = "upgrade";
+    pub const RESTORE: &str = "restore";
+    pub const RESTART: &str = "restart";
+}
+
+fn parse_time(s: &str) -> Option<Timestamp> {
+    s.parse().ok()
+}
+
+// ------------------------------------------------------------ PgBackup
+
+/// Whether a PgBackup may run now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackupGate {
+    /// Exec `backup.sh` now.
+    Go,
+    /// Stay Pending; the message says what it waits for.
+    Wait(String),
+    /// Fail for good; the message says why and what to do.
+    Fail(String),
+}
+
+/// Decide whether `backup` may run. A missing instance, or one without
+/// backup storage, fails at once (retrying cannot help and the spec of a
+/// PgBackup cannot change); an instance that is not Ready, that runs an
+/// operation, or that another PgBackup is using, makes it wait. Among
+/// waiting PgBackups of one instance the oldest goes first.
+pub fn backup_gate(
+    backup: &PgBackup,
+    instance: Option<&PgInstance>,
+    others: &[PgBackup],
+) -> BackupGate {
+    let ns = backup.namespace().unwrap_or_default();
+    let target = &backup.spec.instance_ref.name;
+    let Some(instance) = instance else {
+        return BackupGate::Fail(format!(
+            "PgInstance {ns}/{target} does not exist: a backup of a missing instance is refused; create the PgInstance, then a new PgBackup"
+        ));
+    };
+    if instance.spec.backup.is_none() {
+        return BackupGate::Fail(format!(
+            "PgInstance {ns}/{target} has no spec.backup (no backup storage): set spec.backup on the instance, then create a new PgBackup"
+        ));
+    }
+    match instance.condition(condition_type::READY) {
+        Some(c) if c.status == "True" => {}
+        Some(c) => {
+            return BackupGate::Wait(format!(
+                "waiting for PgInstance {target} to be Ready (Ready={}, {}: {})",
+                c.status, c.reason, c.message
+            ));
+        }
+        None => {
+            return BackupGate::Wait(format!(
+                "waiting for PgInstance {target} to be Ready (it has not reported yet)"
+            ));
+        }
+    }
+    if let Some(op) = instance.status.as_ref().and_then(|s| s.operation.as_ref()) {
+        return BackupGate::Wait(format!(
+            "waiting for the {} {} of PgInstance {target} to finish",
+            op.kind, op.id
+        ));
+    }
+    let same_instance = |b: &&PgBackup| {
+        b.spec.instance_ref.name == *target && b.metadata.uid != backup.metadata.uid
+    };
+    let phase = |b: &PgBackup| b.status.as_ref().and_then(|s| s.phase);
+    if let Some(running) = others
+        .iter()
+        .filter(same_instance)
+        .find(|b| phase(b) == Some(BackupPhase::Running))
+    {
+        return BackupGate::Wait(format!(
+            "waiting for PgBackup {}, which is running on PgInstance {target}: one backup runs per instance at a time",
+            running.name_any()
+        ));
+    }
+    let order = |b: &PgBackup| {
+        (
+            b.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            b.name_any(),
+        )
+    };
+    if let Some(first) = others
+        .iter()
+        .filter(same_instance)
+        .filter(|b| matches!(phase(b), None | Some(BackupPhase::Pending)))
+        .filter(|b| b.metadata.deletion_timestamp.is_none())
+        .find(|b| order(b) < order(backup))
+    {
+        return BackupGate::Wait(format!(
+            "waiting for PgBackup {}, which was created first: one backup runs per instance at a time",
+            first.name_any()
+        ));
+    }
+    BackupGate::Go
+}
+
+/// The command the operator execs for a PgBackup.
+pub fn backup_command(id: &str, permanent: bool) -> Vec<String> {
+    let mut cmd = vec!["backup.sh".to_string(), "--id".into(), id.to_string()];
+    if permanent {
+        cmd.push("--permanent".into());
+    }
+    cmd
+}
+
+/// A PgBackup's status from `backup.sh`'s result and exit code.
+pub fn backup_status_from_result(
+    prior: &PgBackupStatus,
+    result: &BackupResult,
+    exit_code: i32,
+) -> PgBackupStatus {
+    let d = &result.details;
+    let phase = match result.outcome {
+        Outcome::Running => BackupPhase::Running,
+        Outcome::Succeeded => BackupPhase::Succeeded,
+        Outcome::Failed | Outcome::RolledBack => BackupPhase::Failed,
+    };
+    let mut message = result.message.clone().unwrap_or_default();
+    if exit_code == 6 && !message.contains("retention") {
+        message.push_str(" (retention failed: see the pod log)");
+    }
+    if phase == BackupPhase::Failed
+        && let Some(step) = &result.step
+    {
+        message = format!("failed at step {step}: {message}");
+    }
+    PgBackupStatus {
+        phase: Some(phase),
+        backup_name: d.backup_name.clone(),
+        start_lsn: d.start_lsn.clone(),
+        finish_lsn: d.finish_lsn.clone(),
+        started_at: d
+            .start_time
+            .clone()
+            .or_else(|| result.started_at.clone())
+            .or_else(|| prior.started_at.clone()),
+        finished_at: d.finish_time.clone().or_else(|| result.finished_at.clone()),
+        message: Some(message),
+        observed_generation: prior.observed_generation,
+        backup_id: Some(result.id.clone()),
+    }
+}
+
+/// A PgBackup's status when `backup.sh` printed no result: `None` means
+/// "try again later" (exit 5: another backup, perhaps a scheduled one,
+/// holds the lock).
+pub fn backup_status_without_result(
+    prior: &PgBackupStatus,
+    exit_code: i32,
+    stderr: &str,
+) -> Option<PgBackupStatus> {
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output")
+        .trim();
+    let message = match exit_code {
+        5 => return None,
+        2 => format!("backup.sh refused its arguments (exit 2): {last}"),
+        3 => format!("no backup storage is configured in the pod (exit 3): {last}"),
+        c => format!("backup.sh exited {c} without a result: {last}"),
+    };
+    Some(PgBackupStatus {
+        phase: Some(BackupPhase::Failed),
+        message: Some(message),
+        ..prior.clone()
+    })
+}
+
+// ------------------------------------------------------ backup health
+
+/// The gap between the two most recent times `schedule` fired before
+/// `now` (UTC, as the image's scheduler runs it in the operator's pods).
+/// None when the expression does not parse.
+pub fn schedule_period(schedule: &str, now: Timestamp) -> Option<SignedDuration> {
+    let cron: croner::Cron = schedule.trim().parse().ok()?;
+    let now = now.to_zoned(TimeZone::UTC);
+    let last = cron.find_previous_occurrence(&now, false).ok()?;
+    let before = cron.find_previous_occurrence(&last, false).ok()?;
+    Some(last.timestamp().duration_since(before.timestamp()))
+}
+
+/// The BackupHealthy condition: (status, reason, message).
+pub fn backup_health(
+    schedule: Option<&str>,
+    report: Option<&StatusReport>,
+    last_backup: Option<&BackupRecord>,
+    now: Timestamp,
+) -> (&'static str, &'static str, String) {
+    let Some(report) = report else {
+        return (
+            "Unknown",
+            "NotYetReported",
+            "backups are configured; their health is reported once the pod runs".into(),
+        );
+    };
+    if let Some(a) = &report.archiver
+        && archiving_fails(a)
+    {
+        return (
+            "False",
+            "ArchivingFailing",
+            format!(
+                "WAL archiving fails: {} failures, last {} at {}; last success {} at {}. Check the storage and its credentials (pod log: wal-push)",
+                a.failed_count.unwrap_or(0),
+                a.last_failed_wal.as_deref().unwrap_or("?"),
+                a.last_failed_time.as_deref().unwrap_or("?"),
+                a.last_archived_wal.as_deref().unwrap_or("none"),
+                a.last_archived_time.as_deref().unwrap_or("never"),
+            ),
+        );
+    }
+    if let Some(b) = &report.results.backup
+        && matches!(b.outcome, Outcome::Failed | Outcome::RolledBack)
+    {
+        return (
+            "False",
+            "BackupFailed",
+            format!(
+                "the last backup ({}) failed at step {}: {}",
+                b.id,
+                b.step.as_deref().unwrap_or("?"),
+                b.message.as_deref().unwrap_or("")
+            ),
+        );
+    }
+    let Some(schedule) = schedule else {
+        return (
+            "True",
+            "Archiving",
+            "WAL is archived; no schedule is set, so base backups are on demand (PgBackup)".into(),
+        );
+    };
+    let Some(period) = schedule_period(schedule, now) else {
+        return (
+            "Unknown",
+            "InvalidSchedule",
+            format!("backup.schedule {schedule:?} cannot be read as a cron expression"),
+        );
+    };
+    let finished = last_backup
+        .and_then(|b| b.finished_at.as_deref())
+        .and_then(parse_time);
+    let limit = SignedDuration::from_secs(period.as_secs() * 2);
+    match finished {
+        Some(t) if now.duration_since(t) > limit => (
+            "False",
+            "BackupOverdue",
+            format!(
+                "the last backup finished at {t}, more than twice the schedule's period ({}h{:02}m, {schedule:?}) ago: check the pod log for the scheduled backups",
+                period.as_secs() / 3600,
+                (period.as_secs() % 3600) / 60
+            ),
+        ),
+        Some(t) => (
+            "True",
+            "Healthy",
+            format!("WAL is archived; the last backup finished at {t}"),
+        ),
+        None => (
+            "Unknown",
+            "NoBackupYet",
+            format!("WAL is archived; no backup has finished yet (schedule {schedule:?})"),
+        ),
+    }
+}
+
+/// Archiving fails when the last failure is newer than the last success.
+pub fn archiving_fails(a: &Archiver) -> bool {
+    let failed = a.last_failed_time.as_deref().and_then(parse_time);
+    let archived = a.last_archived_time.as_deref().and_then(parse_time);
+    match (failed, archived) {
+        (Some(f), Some(ok)) => f > ok,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// `status.archiver` from the report.
+pub fn archiver_record(a: &Archiver) -> ArchiverRecord {
+    ArchiverRecord {
+        last_archived_wal: a.last_archived_wal.clone(),
+        last_archived_time: a.last_archived_time.clone(),
+        failed_count: a.failed_count,
+        last_failed_wal: a.last_failed_wal.clone(),
+        last_failed_time: a.last_failed_time.clone(),
+    }
+}
+
+/// `status.lastBackup` from a successful backup result.
+pub fn backup_record(result: &BackupResult) -> Option<BackupRecord> {
+    (result.outcome == Outcome::Succeeded).then(|| BackupRecord {
+        name: result.details.backup_name.clone(),
+        started_at: result.details.start_time.clone(),
+        finished_at: result.details.finish_time.clone(),
+        start_lsn: result.details.start_lsn.clone(),
+        finish_lsn: result.details.finish_lsn.clone(),
+    })
+}
+
+// ------------------------------------------------------------ upgrade
+
+/// What the upgrade decision sees.
+#[derive(Clone, Debug, Default)]
+pub struct UpgradeInputs<'a> {
+    pub spec_major: u32,
+    pub generation: i64,
+    /// `status.postgresVersion`: the major that ran last.
+    pub running_major: Option<u32>,
+    /// `status.image`: the image that ran last.
+    pub running_image: Option<&'a str>,
+    pub operation: Option<&'a OperationRecord>,
+    pub failed: Option<&'a FailedUpgrade>,
+    /// The latest upgrade result from `pgsteward-status`, if it was read.
+    pub result: Option<&'a UpgradeResult>,
+    /// The postgres container's last exit code while it is not running.
+    pub container_exit: Option<i32>,
+    pub now: Option<&'a str>,
+}
+
+/// What to do about the major version.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UpgradeDecision {
+    /// Nothing to upgrade.
+    Idle,
+    /// An upgrade to this major failed for this generation: the previous
+    /// image runs, Degraded stays until the spec changes.
+    Blocked(FailedUpgrade),
+    /// Record this operation, then move the StatefulSet to the new image.
+    Start(OperationRecord),
+    /// Under way: keep the new image. (step, message)
+    InProgress(OperationRecord, Option<String>, String),
+    /// Done: the image reported `succeeded`.
+    Succeeded(OperationRecord, String),
+    /// Failed before the point of no return (or refused): put the previous
+    /// image back.
+    RollBack(FailedUpgrade),
+    /// Failed after the point of no return: the data is the new major; keep
+    /// the new image (the image retries the step at each start). (step,
+    /// message)
+    FailedForward(OperationRecord, String, String),
+}
+
+/// The request id for an upgrade: one per (from, to, generation), so a
+/// retry after a rollback (which needs a spec change) is a new request.
+pub fn upgrade_id(from: u32, to: u32, generation: i64) -> String {
+    format!("upgrade-{from}-to-{to}-g{generation}")
+}
+
+/// The upgrade state machine. Rollback follows the image contract's table:
+/// `rolled_back` and `failed` at `preflight` put the previous image back;
+/// `failed` at `start_new` or later never does. When the result cannot be
+/// read (the new image's container exits before exec can reach it), exit
+/// codes 2 and 4 ("refused before anything changed") and 1 roll back too:
+/// with exit 1 the old image either starts the untouched old cluster
+/// (rolled back) or refuses the upgraded data, and the result file, read
+/// once a container runs, fills in the step and message.
+pub fn decide_upgrade(i: &UpgradeInputs) -> UpgradeDecision {
+    if let Some(op) = i.operation.filter(|op| op.kind == kind::UPGRADE) {
+        let result = i.result.filter(|r| r.id == op.id);
+        return match result {
+            Some(r) => match (r.outcome, r.step.as_deref()) {
+                (Outcome::Succeeded, _) => {
+                    UpgradeDecision::Succeeded(op.clone(), r.message.clone().unwrap_or_default())
+                }
+                (Outcome::Running, step) => UpgradeDecision::InProgress(
+                    op.clone(),
+                    step.map(String::from),
+                    r.message.clone().unwrap_or_default(),
+                ),
+                (Outcome::RolledBack, step) | (Outcome::Failed, step @ Some("preflight")) => {
+                    UpgradeDecision::RollBack(failed_from(op, i.generation, step, r))
+                }
+                (Outcome::Failed, step) => UpgradeDecision::FailedForward(
+                    op.clone(),
+                    step.unwrap_or("unknown").to_string(),
+                    r.message.clone().unwrap_or_default(),
+                ),
+            },
+            None => match i.container_exit {
+                Some(code @ (1 | 2 | 4)) => UpgradeDecision::RollBack(FailedUpgrade {
+                    id: op.id.clone(),
+                    from_major: op.from_major.unwrap_or_default(),
+                    to_major: op.to_major.unwrap_or(i.spec_major),
+                    generation: i.generation,
+                    step: None,
+                    message: Some(format!(
+                        "the PostgreSQL {} image exited {code} during the upgrade before its result could be read; the previous image runs again and the step and message are filled in from the result file once it runs",
+                        op.to_major.unwrap_or(i.spec_major)
+                    )),
+                    from_image: op.from_image.clone(),
+                }),
+                _ => UpgradeDecision::InProgress(
+                    op.clone(),
+                    None,
+                    format!(
+                        "waiting for the PostgreSQL {} image to start and report the upgrade",
+                        op.to_major.unwrap_or(i.spec_major)
+                    ),
+                ),
+            },
+        };
+    }
+    let Some(running) = i.running_major else {
+        return UpgradeDecision::Idle;
+    };
+    if i.spec_major <= running {
+        return UpgradeDecision::Idle;
+    }
+    if let Some(f) = i.failed
+        && f.to_major == i.spec_major
+        && f.generation == i.generation
+    {
+        return UpgradeDecision::Blocked(f.clone());
+    }
+    UpgradeDecision::Start(OperationRecord {
+        kind: kind::UPGRADE.into(),
+        id: upgrade_id(running, i.spec_major, i.generation),
+        started_at: i.now.map(String::from),
+        from_major: Some(running),
+        from_image: i.running_image.map(String::from),
+        to_major: Some(i.spec_major),
+        pod_uid: None,
+    })
+}
+
+fn failed_from(
+    op: &OperationRecord,
+    generation: i64,
+    step: Option<&str>,
+    r: &UpgradeResult,
+) -> FailedUpgrade {
+    let mut message = r.message.clone().unwrap_or_default();
+    if let Some(log) = &r.details.pg_upgrade_log {
+        // The end of pg_upgrade's output names the cause.
+        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        message.push_str(" | pg_upgrade: ");
+        message.push_str(&tail.join(" / "));
+    }
+    FailedUpgrade {
+        id: op.id.clone(),
+        from_major: op.from_major.or(r.details.from_major).unwrap_or_default(),
+        to_major: op.to_major.or(r.details.to_major).unwrap_or_default(),
+        generation,
+        step: r
+            .details
+            .failed_step
+            .clone()
+            .or_else(|| step.map(String::from)),
+        message: Some(message),
+        from_image: op.from_image.clone(),
+    }
+}
+
+/// A failed upgrade whose step and message were unknown when it was rolled
+/// back, completed from the result the previous image reports.
+pub fn complete_failed_upgrade(
+    failed: &FailedUpgrade,
+    result: Option<&UpgradeResult>,
+) -> FailedUpgrade {
+    match result {
+        Some(r) if r.id == failed.id && failed.step.is_none() => {
+            let op = OperationRecord {
+                kind: kind::UPGRADE.into(),
+                id: failed.id.clone(),
+                from_major: Some(failed.from_major),
+                to_major: Some(failed.to_major),
+                from_image: failed.from_image.clone(),
+                ..Default::default()
+            };
+            failed_from(&op, failed.generation, r.step.as_deref(), r)
+        }
+        _ => failed.clone(),
+    }
+}
+
+// ------------------------------------------------------------ restore
+
+/// What to do about `spec.restore`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RestoreDecision {
+    /// No request, or it already has a result.
+    Idle,
+    /// Refused before anything is touched: (reason, message).
+    Reject(&'static str, String),
+    /// Another operation runs first.
+    Wait(String),
+    /// Record this operation, then put the request on the pod template.
+    Start(OperationRecord),
+    /// Under way: (step, message).
+    InProgress(OperationRecord, Option<String>, String),
+    /// Finished (succeeded, failed or rolled back).
+    Finished(RestoreRecord),
+}
+
+/// The restore state machine.
+pub fn decide_restore(
+    request: Option<&RestoreSpec>,
+    last: Option<&RestoreRecord>,
+    operation: Option<&OperationRecord>,
+    result: Option<&RestoreResult>,
+    first_recoverability_point: Option<&str>,
+    now: Timestamp,
+) -> RestoreDecision {
+    let Some(request) = request else {
+        return RestoreDecision::Idle;
+    };
+    let id = &request.request_id;
+    if last.is_some_and(|l| &l.request_id == id && l.outcome != "running") {
+        return RestoreDecision::Idle;
+    }
+    if let Some(op) = operation {
+        if op.kind == kind::RESTORE && &op.id == id {
+            return match result.filter(|r| &r.id == id) {
+                Some(r) if r.outcome != Outcome::Running => {
+                    RestoreDecision::Finished(restore_record(r))
+                }
+                Some(r) => RestoreDecision::InProgress(
+                    op.clone(),
+                    r.step.clone(),
+                    r.message.clone().unwrap_or_default(),
+                ),
+                None => RestoreDecision::InProgress(
+                    op.clone(),
+                    None,
+                    "waiting for the pod to restart with the restore request".into(),
+                ),
+            };
+        }
+        return RestoreDecision::Wait(format!(
+            "restore {id} waits for the {} {} to finish",
+            op.kind, op.id
+        ));
+    }
+    if let Some(target) = &request.target.time {
+        let Some(t) = parse_time(target) else {
+            return RestoreDecision::Reject(
+                "InvalidRestoreTarget",
+                format!("spec.restore.target.time {target:?} is not an RFC 3339 time"),
+            );
+        };
+        if t > now {
+            return RestoreDecision::Reject(
+                "RestoreTargetInFuture",
+                format!(
+                    "spec.restore.target.time {target} is in the future (now {now}): nothing was touched; pick a time in the past, or use target.latest"
+                ),
+            );
+        }
+        if let Some(first) = first_recoverability_point.and_then(parse_time)
+            && t < first
+        {
+            return RestoreDecision::Reject(
+                "RestoreTargetBeforeFirstBackup",
+                format!(
+                    "spec.restore.target.time {target} is before the first recoverability point {first}: nothing was touched; the earliest time you can restore to is {first}"
+                ),
+            );
+        }
+    }
+    RestoreDecision::Start(OperationRecord {
+        kind: kind::RESTORE.into(),
+        id: id.clone(),
+        started_at: Some(now.to_string()),
+        ..Default::default()
+    })
+}
+
+/// `status.lastRestore` from the image's result.
+pub fn restore_record(r: &RestoreResult) -> RestoreRecord {
+    RestoreRecord {
+        request_id: r.id.clone(),
+        outcome: match r.outcome {
+            Outcome::Running => "running",
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::RolledBack => "rolled_back",
+        }
+        .into(),
+        step: r.step.clone(),
+        started_at: r.started_at.clone(),
+        finished_at: r.finished_at.clone(),
+        message: r.message.clone(),
+    }
+}
+
+// ------------------------------------------------------------ config
+
+/// What the server says about its configuration after a reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigDecision {
+    /// Every setting is loaded.
+    Loaded,
+    /// A value was refused (`pg_file_settings.error`): the server keeps its
+    /// old value. The message is PostgreSQL's.
+    Invalid(String),
+    /// These settings need a restart (`pending_restart`).
+    NeedsRestart(Vec<String>),
+}
+
+/// Reload or restart, from `pgsteward-status` after `pg_reload_conf()`.
+/// An invalid value wins over a pending restart: restarting would not help.
+pub fn config_decision(report: &StatusReport) -> ConfigDecision {
+    let errors = report.config_errors.as_deref().unwrap_or_default();
+    if !errors.is_empty() {
+        return ConfigDecision::Invalid(
+            errors
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} (line {} of {}): {}",
+                        e.name.as_deref().unwrap_or("?"),
+                        e.line.unwrap_or(0),
+                        e.file.as_deref().unwrap_or("?"),
+                        e.error.as_deref().unwrap_or("invalid")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+    }
+    let pending = report.pending_restart.as_deref().unwrap_or_default();
+    if !pending.is_empty() {
+        return ConfigDecision::NeedsRestart(pending.iter().map(|p| p.name.clone()).collect());
+    }
+    ConfigDecision::Loaded
+}
+
+/// The command that makes the server re-read its configuration.
+pub fn reload_command() -> Vec<String> {
+    [
+        "psql",
+        "-XAtq",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        "SELECT pg_reload_conf()",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A stable fingerprint of the conf.d content (FNV-1a, hex).
+pub fn config_revision(files: &std::collections::BTreeMap<String, String>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in files {
+        for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}

@@ -1,0 +1,971 @@
+//! Table-driven tests of every operation decision (`act`). The inputs are
+//! the real result files that the image tier's tests produce, committed in
+//! `e2e/fixtures/state/`, read from there so the two sides cannot drift.
+
+// Tables of cases are tuples, on purpose.
+#![allow(clippy::type_complexity)]
+
+use std::path::PathBuf;
+
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+use pgsteward_api::{
+    PgBackup, PgBackupStatus, PgInstance,
+    backup::BackupPhase,
+    instance::{BackupRecord, FailedUpgrade, OperationRecord, RestoreRecord, RestoreSpec},
+};
+use pgsteward_operator::{
+    act::{self, BackupGate, ConfigDecision, RestoreDecision, UpgradeDecision, UpgradeInputs},
+    image_state::{self, BackupResult, RestoreResult, StatusReport, UpgradeResult},
+    status,
+};
+use serde_json::{Value, json};
+
+fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../e2e/fixtures/state")
+        .join(name)
+}
+
+/// A result file from `e2e/fixtures/state/`. They are written by the image
+/// tier (`e2e/image/`, `make test-image`); a test whose fixture is missing
+/// says so and is not run.
+fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
+    let path = fixture_path(name);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            Some(image_state::parse(&text).unwrap_or_else(|e| {
+                panic!("{} does not match the contract: {e:?}", path.display())
+            }))
+        }
+        Err(_) => {
+            eprintln!(
+                "SKIPPED: fixture {} is missing; the image tier writes it (e2e/image, `make test-image`)",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+fn fixture_json(name: &str) -> Option<Value> {
+    fixture(name)
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// What `pgsteward-status` prints (same keys as its jq program), around
+/// results taken from the fixtures.
+fn report(results: Value, archiver: Value, pending: Value, errors: Value) -> StatusReport {
+    image_state::parse(
+        &json!({
+            "pgMajor": 18, "collectedAt": "2026-11-21T07:00:00Z",
+            "pgdata": "/var/lib/postgresql/18/docker",
+            "server": {"running": true, "inRecovery": false, "version": "18.1",
+                       "versionNum": 180001, "timeline": 1, "currentLsn": "0/4000000",
+                       "startedAt": "2026-11-21T06:00:00Z"},
+            "storage": {"configured": true, "kind": "file", "major": 18},
+            "results": results, "inProgress": null,
+            "archiver": archiver, "pendingRestart": pending, "configErrors": errors,
+        })
+        .to_string(),
+    )
+    .expect("a pgsteward-status document parses")
+}
+
+fn healthy_archiver() -> Value {
+    json!({"archivedCount": 3, "lastArchivedWal": "000000010000000000000003",
+           "lastArchivedTime": "2026-11-21T06:07:43Z", "failedCount": 0,
+           "lastFailedWal": null, "lastFailedTime": null, "statsReset": "2026-11-21T06:00:00Z"})
+}
+
+// ------------------------------------------------------------------ backup
+
+#[test]
+fn backup_results_become_pgbackup_phases() {
+    // (fixture, exit code, phase, backup name, message contains)
+    let table: &[(&str, i32, BackupPhase, Option<&str>, &str)] = &[
+        (
+            "backup-succeeded.json",
+            0,
+            BackupPhase::Succeeded,
+            Some("base_000000010000000000000003"),
+            "taken",
+        ),
+        (
+            "backup-succeeded-scheduled.json",
+            0,
+            BackupPhase::Succeeded,
+            Some("base_000000010000000000000003"),
+            "taken",
+        ),
+        (
+            "backup-failed-push.json",
+            1,
+            BackupPhase::Failed,
+            None,
+            "failed at step backup-push: wal-g backup-push failed",
+        ),
+        (
+            "backup-failed-no-storage.json",
+            3,
+            BackupPhase::Failed,
+            None,
+            "failed at step check: no backup storage configured",
+        ),
+    ];
+    for (name, code, phase, backup, message) in table {
+        let Some(result) = fixture::<BackupResult>(name) else {
+            continue;
+        };
+        let st = act::backup_status_from_result(&PgBackupStatus::default(), &result, *code);
+        assert_eq!(st.phase, Some(*phase), "{name}");
+        assert_eq!(st.backup_name.as_deref(), *backup, "{name}");
+        assert!(
+            st.message.as_deref().unwrap_or_default().contains(message),
+            "{name}: {:?}",
+            st.message
+        );
+        assert_eq!(st.backup_id.as_deref(), Some(result.id.as_str()));
+        if *phase == BackupPhase::Succeeded {
+            assert!(st.start_lsn.is_some(), "{name}");
+            assert_eq!(st.start_lsn, result.details.start_lsn, "{name}");
+            assert_eq!(st.finish_lsn, result.details.finish_lsn, "{name}");
+            assert!(
+                st.started_at.is_some() && st.finished_at.is_some(),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn backup_exit_codes_without_a_result() {
+    let prior = PgBackupStatus {
+        phase: Some(BackupPhase::Running),
+        ..Default::default()
+    };
+    // Lock held by another backup (a scheduled one): retry later, no change.
+    assert_eq!(act::backup_status_without_result(&prior, 5, "locked"), None);
+    for (code, contains) in [
+        (2, "refused its arguments"),
+        (3, "no backup storage"),
+        (137, "exited 137 without a result: killed"),
+    ] {
+        let st = act::backup_status_without_result(&prior, code, "a log line\nkilled\n").unwrap();
+        assert_eq!(st.phase, Some(BackupPhase::Failed), "{code}");
+        assert!(st.message.unwrap().contains(contains), "{code}");
+    }
+}
+
+#[test]
+fn backup_command_passes_the_id_and_permanent() {
+    assert_eq!(
+        act::backup_command("uid-1", false),
+        vec!["backup.sh", "--id", "uid-1"]
+    );
+    assert_eq!(
+        act::backup_command("uid-1", true),
+        vec!["backup.sh", "--id", "uid-1", "--permanent"]
+    );
+}
+
+fn instance(ready: Option<&str>, operation: Option<OperationRecord>, backup: bool) -> PgInstance {
+    let mut spec = json!({"postgresVersion": 18, "storage": {"size": "1Gi"}});
+    if backup {
+        spec["backup"] = json!({"file": {"path": "/backups"}});
+    }
+    let mut i: PgInstance = serde_json::from_value(json!({
+        "apiVersion": "pgsteward.io/v1alpha1", "kind": "PgInstance",
+        "metadata": {"name": "db", "namespace": "shop", "generation": 1},
+        "spec": spec,
+    }))
+    .unwrap();
+    let mut st = pgsteward_api::PgInstanceStatus {
+        operation,
+        ..Default::default()
+    };
+    if let Some(r) = ready {
+        st.conditions.push(status::new_condition(
+            "Ready",
+            r,
+            if r == "True" { "Running" } else { "Starting" },
+            "msg",
+            Some(1),
+        ));
+    }
+    i.status = Some(st);
+    i
+}
+
+fn pgbackup(name: &str, created: &str, phase: Option<BackupPhase>) -> PgBackup {
+    let mut b: PgBackup = serde_json::from_value(json!({
+        "apiVersion": "pgsteward.io/v1alpha1", "kind": "PgBackup",
+        "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+                     "creationTimestamp": created},
+        "spec": {"instanceRef": {"name": "db"}},
+    }))
+    .unwrap();
+    b.status = phase.map(|p| PgBackupStatus {
+        phase: Some(p),
+        ..Default::default()
+    });
+    b
+}
+
+#[test]
+fn backup_gate_fails_waits_or_goes_and_says_which() {
+    let me = pgbackup("b2", "2026-11-21T10:00:00Z", None);
+    let older_pending = pgbackup("b1", "2026-11-21T09:00:00Z", Some(BackupPhase::Pending));
+    let running = pgbackup("b0", "2026-11-21T08:00:00Z", Some(BackupPhase::Running));
+    let done = pgbackup("b-1", "2026-11-21T07:00:00Z", Some(BackupPhase::Succeeded));
+    let newer = pgbackup("b3", "2026-11-21T11:00:00Z", None);
+    let ready = instance(Some("True"), None, true);
+    let upgrading = instance(
+        Some("True"),
+        Some(OperationRecord {
+            kind: "upgrade".into(),
+            id: "upgrade-17-to-18-g2".into(),
+            ..Default::default()
+        }),
+        true,
+    );
+    let cases: Vec<(&str, Option<PgInstance>, Vec<PgBackup>, &str, &str)> = vec![
+        ("missing instance", None, vec![], "fail", "does not exist"),
+        (
+            "no storage",
+            Some(instance(Some("True"), None, false)),
+            vec![],
+            "fail",
+            "no spec.backup",
+        ),
+        (
+            "not ready",
+            Some(instance(Some("False"), None, true)),
+            vec![],
+            "wait",
+            "to be Ready (Ready=False, Starting",
+        ),
+        (
+            "never reported",
+            Some(instance(None, None, true)),
+            vec![],
+            "wait",
+            "has not reported",
+        ),
+        (
+            "an upgrade runs",
+            Some(upgrading),
+            vec![],
+            "wait",
+            "upgrade upgrade-17-to-18-g2",
+        ),
+        (
+            "another backup runs",
+            Some(ready.clone()),
+            vec![running.clone(), done.clone()],
+            "wait",
+            "PgBackup b0, which is running",
+        ),
+        (
+            "an older one waits",
+            Some(ready.clone()),
+            vec![older_pending, done.clone()],
+            "wait",
+            "PgBackup b1, which was created first",
+        ),
+        (
+            "free to go",
+            Some(ready.clone()),
+            vec![done, newer],
+            "go",
+            "",
+        ),
+    ];
+    for (what, inst, others, expect, contains) in cases {
+        let gate = act::backup_gate(&me, inst.as_ref(), &others);
+        match (expect, &gate) {
+            ("go", BackupGate::Go) => {}
+            ("wait", BackupGate::Wait(m)) | ("fail", BackupGate::Fail(m)) => {
+                assert!(m.contains(contains), "{what}: {m}")
+            }
+            _ => panic!("{what}: expected {expect}, got {gate:?}"),
+        }
+    }
+}
+
+// ----------------------------------------------------------- backup health
+
+#[test]
+fn backup_health_from_archiver_last_result_and_schedule() {
+    let Some(ok) = fixture_json("backup-succeeded-scheduled.json") else {
+        return;
+    };
+    let Some(failed) = fixture_json("backup-failed-push.json") else {
+        return;
+    };
+    let ok_result: BackupResult = serde_json::from_value(ok.clone()).unwrap();
+    let last = act::backup_record(&ok_result).expect("a succeeded backup is recorded");
+    assert_eq!(last.name.as_deref(), Some("base_000000010000000000000003"));
+    let finished = ts(last.finished_at.as_deref().unwrap());
+    let failing = json!({"archivedCount": 3, "lastArchivedWal": "000000010000000000000003",
+        "lastArchivedTime": "2026-11-21T06:07:43Z", "failedCount": 4,
+        "lastFailedWal": "000000010000000000000004", "lastFailedTime": "2026-11-21T06:20:00Z"});
+    let recovered = json!({"archivedCount": 9, "lastArchivedWal": "000000010000000000000005",
+        "lastArchivedTime": "2026-11-21T06:30:00Z", "failedCount": 4,
+        "lastFailedWal": "000000010000000000000004", "lastFailedTime": "2026-11-21T06:20:00Z"});
+    let hours = |h: i64| finished + k8s_openapi::jiff::SignedDuration::from_hours(h);
+    // (what, schedule, results, archiver, last backup, now, status, reason)
+    let table: Vec<(
+        &str,
+        Option<&str>,
+        Value,
+        Value,
+        Option<&BackupRecord>,
+        Timestamp,
+        &str,
+        &str,
+    )> = vec![
+        (
+            "healthy",
+            Some("0 3 * * *"),
+            json!({"backup": ok}),
+            healthy_archiver(),
+            Some(&last),
+            hours(1),
+            "True",
+            "Healthy",
+        ),
+        (
+            "archiving fails",
+            Some("0 3 * * *"),
+            json!({"backup": ok}),
+            failing,
+            Some(&last),
+            hours(1),
+            "False",
+            "ArchivingFailing",
+        ),
+        (
+            "archiving recovered",
+            Some("0 3 * * *"),
+            json!({"backup": ok}),
+            recovered,
+            Some(&last),
+            hours(1),
+            "True",
+            "Healthy",
+        ),
+        (
+            "last backup failed",
+            Some("0 3 * * *"),
+            json!({"backup": failed}),
+            healthy_archiver(),
+            Some(&last),
+            hours(1),
+            "False",
+            "BackupFailed",
+        ),
+        (
+            "daily, 47 h old",
+            Some("0 3 * * *"),
+            json!({"backup": ok}),
+            healthy_archiver(),
+            Some(&last),
+            hours(47),
+            "True",
+            "Healthy",
+        ),
+        (
+            "daily, 49 h old",
+            Some("0 3 * * *"),
+            json!({"backup": ok}),
+            healthy_archiver(),
+            Some(&last),
+            hours(49),
+            "False",
+            "BackupOverdue",
+        ),
+        (
+            "hourly, 3 h old",
+            Some("@hourly"),
+            json!({"backup": ok}),
+            healthy_archiver(),
+            Some(&last),
+            hours(3),
+            "False",
+            "BackupOverdue",
+        ),
+        (
+            "no schedule",
+            None,
+            json!({"backup": ok}),
+            healthy_archiver(),
+            Some(&last),
+            hours(500),
+            "True",
+            "Archiving",
+        ),
+        (
+            "no backup yet",
+            Some("0 3 * * *"),
+            json!({"backup": null}),
+            healthy_archiver(),
+            None,
+            hours(1),
+            "Unknown",
+            "NoBackupYet",
+        ),
+    ];
+    for (what, schedule, results, archiver, last, now, st, reason) in table {
+        let r = report(results, archiver, json!([]), json!([]));
+        let (s, why, message) = act::backup_health(schedule, Some(&r), last, now);
+        assert_eq!((s, why), (st, reason), "{what}: {message}");
+        assert!(!message.is_empty(), "{what}");
+    }
+    let (s, why, _) = act::backup_health(Some("0 3 * * *"), None, None, hours(1));
+    assert_eq!((s, why), ("Unknown", "NotYetReported"));
+}
+
+#[test]
+fn schedule_period_is_the_gap_between_the_last_two_runs() {
+    let now = ts("2026-11-21T12:00:00Z");
+    let h = |s: &str| act::schedule_period(s, now).map(|d| d.as_secs() / 3600);
+    assert_eq!(h("0 3 * * *"), Some(24));
+    assert_eq!(h("@daily"), Some(24));
+    assert_eq!(h("0 */6 * * *"), Some(6));
+    assert_eq!(h("30 1 * * 0"), Some(24 * 7));
+    assert_eq!(h("not a schedule"), None);
+}
+
+// ----------------------------------------------------------------- upgrade
+
+fn upgrade_op(id: &str) -> OperationRecord {
+    OperationRecord {
+        kind: "upgrade".into(),
+        id: id.into(),
+        started_at: Some("2026-11-21T06:00:00Z".into()),
+        from_major: Some(17),
+        from_image: Some("ghcr.io/pgsteward/postgres:17-standard-trixie".into()),
+        to_major: Some(18),
+        pod_uid: None,
+    }
+}
+
+#[test]
+fn upgrade_results_drive_the_rollback_decision() {
+    // (fixture, decision, rollback?, step, message contains)
+    let table: &[(&str, &str, &str, &str)] = &[
+        (
+            "upgrade-succeeded.json",
+            "succeeded",
+            "done",
+            "upgraded from PostgreSQL 17 to 18",
+        ),
+        (
+            "upgrade-running-cleanup.json",
+            "in_progress",
+            "cleanup",
+            "post-upgrade work",
+        ),
+        (
+            "upgrade-rolled_back-check.json",
+            "roll_back",
+            "check",
+            "could not access file",
+        ),
+        (
+            "upgrade-failed-preflight.json",
+            "roll_back",
+            "preflight",
+            "no PostgreSQL 17 binaries in the stash",
+        ),
+        // After the point of no return: never put the old image back.
+        (
+            "upgrade-failed-backup.json",
+            "failed_forward",
+            "backup",
+            "after the point of no return",
+        ),
+    ];
+    for (name, expect, step, contains) in table {
+        let Some(result) = fixture::<UpgradeResult>(name) else {
+            continue;
+        };
+        let op = upgrade_op(&result.id);
+        let inputs = UpgradeInputs {
+            spec_major: 18,
+            generation: 2,
+            running_major: Some(17),
+            running_image: op.from_image.as_deref(),
+            operation: Some(&op),
+            result: Some(&result),
+            ..Default::default()
+        };
+        match (*expect, act::decide_upgrade(&inputs)) {
+            ("succeeded", UpgradeDecision::Succeeded(o, m)) => {
+                assert_eq!(o, op);
+                assert!(m.contains(contains), "{name}: {m}");
+                assert_eq!(result.step.as_deref(), Some(*step));
+            }
+            ("in_progress", UpgradeDecision::InProgress(o, s, m)) => {
+                assert_eq!(o, op);
+                assert_eq!(s.as_deref(), Some(*step), "{name}");
+                assert!(m.contains(contains), "{name}: {m}");
+            }
+            ("roll_back", UpgradeDecision::RollBack(f)) => {
+                assert_eq!(f.step.as_deref(), Some(*step), "{name}");
+                assert!(
+                    f.message.as_deref().unwrap().contains(contains),
+                    "{name}: {f:?}"
+                );
+                assert_eq!((f.from_major, f.to_major, f.generation), (17, 18, 2));
+                assert_eq!(
+                    f.from_image, op.from_image,
+                    "{name}: the previous image goes back"
+                );
+            }
+            ("failed_forward", UpgradeDecision::FailedForward(o, s, m)) => {
+                assert_eq!(o, op, "{name}: the operation stays, the new image stays");
+                assert_eq!(s, *step);
+                assert!(m.contains(contains), "{name}: {m}");
+            }
+            (_, other) => panic!("{name}: expected {expect}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_rolled_back_upgrade_carries_pg_upgrades_own_message() {
+    let Some(result) = fixture::<UpgradeResult>("upgrade-rolled_back-check.json") else {
+        return;
+    };
+    let op = upgrade_op(&result.id);
+    let UpgradeDecision::RollBack(f) = act::decide_upgrade(&UpgradeInputs {
+        spec_major: 18,
+        generation: 2,
+        running_major: Some(17),
+        operation: Some(&op),
+        result: Some(&result),
+        ..Default::default()
+    }) else {
+        panic!("rolled_back must roll back");
+    };
+    let message = f.message.unwrap();
+    assert!(message.contains("failed at step check"), "{message}");
+    assert!(message.contains("pg_upgrade: "), "{message}");
+    assert!(
+        message.contains("FATAL:  could not access file"),
+        "{message}"
+    );
+}
+
+#[test]
+fn upgrade_starts_once_resumes_and_is_not_retried_until_the_spec_changes() {
+    let failed = FailedUpgrade {
+        id: "upgrade-17-to-18-g2".into(),
+        from_major: 17,
+        to_major: 18,
+        generation: 2,
+        step: Some("check".into()),
+        message: Some("pg_upgrade --check failed".into()),
+        from_image: Some("img:17".into()),
+    };
+    let op = upgrade_op("upgrade-17-to-18-g2");
+    let other_result: Option<UpgradeResult> = fixture("upgrade-succeeded.json");
+    let base = UpgradeInputs {
+        spec_major: 18,
+        generation: 2,
+        running_major: Some(17),
+        running_image: Some("img:17"),
+        now: Some("2026-11-21T06:00:00Z"),
+        ..Default::default()
+    };
+    // Raising the version starts an upgrade with an id per generation.
+    match act::decide_upgrade(&base) {
+        UpgradeDecision::Start(o) => {
+            assert_eq!(o.id, "upgrade-17-to-18-g2");
+            assert_eq!((o.from_major, o.to_major), (Some(17), Some(18)));
+            assert_eq!(o.from_image.as_deref(), Some("img:17"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Same version: nothing. Never installed yet: nothing (the first start
+    // is initdb, not an upgrade).
+    for (running, spec) in [(Some(18), 18), (None, 18)] {
+        let i = UpgradeInputs {
+            spec_major: spec,
+            running_major: running,
+            ..base.clone()
+        };
+        assert_eq!(act::decide_upgrade(&i), UpgradeDecision::Idle);
+    }
+    // Recorded in status: a restarted operator resumes, it does not start
+    // a second one, even when the spec changed meanwhile.
+    let resumed = UpgradeInputs {
+        operation: Some(&op),
+        generation: 3,
+        ..base.clone()
+    };
+    match act::decide_upgrade(&resumed) {
+        UpgradeDecision::InProgress(o, None, m) => {
+            assert_eq!(o, op);
+            assert!(m.contains("waiting for the PostgreSQL 18 image"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A result with another id (an earlier request) says nothing about this one.
+    if let Some(r) = &other_result {
+        let i = UpgradeInputs {
+            operation: Some(&op),
+            result: Some(r),
+            ..base.clone()
+        };
+        assert!(matches!(
+            act::decide_upgrade(&i),
+            UpgradeDecision::InProgress(..)
+        ));
+    }
+    // The new image's container exits before its result can be read:
+    // 1, 2 and 4 put the old image back; a kill (137) does not.
+    for (code, rollback) in [(1, true), (2, true), (4, true), (137, false)] {
+        let i = UpgradeInputs {
+            operation: Some(&op),
+            container_exit: Some(code),
+            ..base.clone()
+        };
+        let d = act::decide_upgrade(&i);
+        assert_eq!(
+            matches!(d, UpgradeDecision::RollBack(_)),
+            rollback,
+            "{code}: {d:?}"
+        );
+    }
+    // Rolled back for generation 2: blocked while the spec stays.
+    let blocked = UpgradeInputs {
+        failed: Some(&failed),
+        ..base.clone()
+    };
+    assert_eq!(
+        act::decide_upgrade(&blocked),
+        UpgradeDecision::Blocked(failed.clone())
+    );
+    // A spec change (generation 3) retries, under a new id.
+    let retried = UpgradeInputs {
+        failed: Some(&failed),
+        generation: 3,
+        ..base.clone()
+    };
+    match act::decide_upgrade(&retried) {
+        UpgradeDecision::Start(o) => assert_eq!(o.id, "upgrade-17-to-18-g3"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_unconfirmed_rollback_is_completed_from_the_result_the_old_image_reports() {
+    let Some(mut result) = fixture::<UpgradeResult>("upgrade-rolled_back-check.json") else {
+        return;
+    };
+    result.id = "upgrade-17-to-18-g2".into();
+    let unknown = FailedUpgrade {
+        id: "upgrade-17-to-18-g2".into(),
+        from_major: 17,
+        to_major: 18,
+        generation: 2,
+        step: None,
+        message: Some("exited 1".into()),
+        from_image: Some("img:17".into()),
+    };
+    let done = act::complete_failed_upgrade(&unknown, Some(&result));
+    assert_eq!(done.step.as_deref(), Some("check"));
+    assert!(done.message.unwrap().contains("could not access file"));
+    assert_eq!(done.generation, 2);
+    assert_eq!(done.from_image.as_deref(), Some("img:17"));
+    // Another id's result changes nothing.
+    result.id = "other".into();
+    assert_eq!(
+        act::complete_failed_upgrade(&unknown, Some(&result)),
+        unknown
+    );
+}
+
+// ----------------------------------------------------------------- restore
+
+fn restore_request(id: &str, target: Value) -> RestoreSpec {
+    serde_json::from_value(json!({"requestId": id, "target": target})).unwrap()
+}
+
+#[test]
+fn restore_results_finish_the_request_with_their_outcome() {
+    // (fixture, outcome, step)
+    let table = [
+        ("restore-succeeded-in-place.json", "succeeded", "finished"),
+        ("restore-rolled_back-fetch.json", "rolled_back", "rollback"),
+        (
+            "restore-rolled_back-recovery.json",
+            "rolled_back",
+            "rollback",
+        ),
+        ("restore-failed-no-storage.json", "failed", "validate"),
+        (
+            "restore-failed-not-enough-space.json",
+            "failed",
+            "check-space",
+        ),
+        ("restore-failed-unknown-backup.json", "failed", "validate"),
+        (
+            "restore-failed-target-before-first-backup.json",
+            "failed",
+            "validate",
+        ),
+    ];
+    for (name, outcome, step) in table {
+        let Some(result) = fixture::<RestoreResult>(name) else {
+            continue;
+        };
+        let request = restore_request(&result.id, json!({"latest": true}));
+        let op = OperationRecord {
+            kind: "restore".into(),
+            id: result.id.clone(),
+            ..Default::default()
+        };
+        let now = ts("2026-11-21T07:00:00Z");
+        match act::decide_restore(Some(&request), None, Some(&op), Some(&result), None, now) {
+            RestoreDecision::Finished(record) => {
+                assert_eq!(record.request_id, result.id, "{name}");
+                assert_eq!(record.outcome, outcome, "{name}");
+                assert_eq!(record.step.as_deref(), Some(step), "{name}");
+                assert_eq!(record.message, result.message, "{name}");
+                assert!(record.started_at.is_some() && record.finished_at.is_some());
+                // Once recorded, the same request id is never run again.
+                assert_eq!(
+                    act::decide_restore(Some(&request), Some(&record), None, None, None, now),
+                    RestoreDecision::Idle,
+                    "{name}"
+                );
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn restore_targets_are_checked_before_anything_is_touched() {
+    // The image refused this target in its own test (the fixture is
+    // rewritten by each image-tier run, with that run's times); the
+    // operator refuses it earlier, from status.firstRecoverabilityPoint.
+    let Some(image_refused) =
+        fixture::<RestoreResult>("restore-failed-target-before-first-backup.json")
+    else {
+        return;
+    };
+    assert_eq!(image_refused.outcome, image_state::Outcome::Failed);
+    let before = image_refused.details.target_value.clone().unwrap();
+    let first_backup_end = ts(&before) + k8s_openapi::jiff::SignedDuration::from_secs(2);
+    let first_text = first_backup_end.to_string();
+    let first = Some(first_text.as_str());
+    let now = first_backup_end + k8s_openapi::jiff::SignedDuration::from_hours(1);
+    let later =
+        |h: i64| (first_backup_end + k8s_openapi::jiff::SignedDuration::from_mins(h)).to_string();
+    let table: Vec<(Value, &str)> = vec![
+        (json!({"time": before}), "RestoreTargetBeforeFirstBackup"),
+        (json!({"time": later(120)}), "RestoreTargetInFuture"),
+        (json!({"time": later(30)}), "start"),
+        (json!({"latest": true}), "start"),
+        (json!({"lsn": "0/3000060"}), "start"),
+    ];
+    for (target, expect) in table {
+        let request = restore_request("r-1", target.clone());
+        match (
+            expect,
+            act::decide_restore(Some(&request), None, None, None, first, now),
+        ) {
+            ("start", RestoreDecision::Start(op)) => {
+                assert_eq!((op.kind.as_str(), op.id.as_str()), ("restore", "r-1"))
+            }
+            (reason, RestoreDecision::Reject(r, m)) => {
+                assert_eq!(r, reason, "{target}");
+                assert!(m.contains("nothing was touched"), "{m}");
+            }
+            (_, other) => panic!("{target}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_restore_waits_for_the_operation_under_way_and_resumes_its_own() {
+    let now = ts("2026-11-21T07:00:00Z");
+    let request = restore_request("r-2", json!({"latest": true}));
+    let upgrade = upgrade_op("upgrade-17-to-18-g2");
+    match act::decide_restore(Some(&request), None, Some(&upgrade), None, None, now) {
+        RestoreDecision::Wait(m) => assert!(
+            m.contains("waits for the upgrade upgrade-17-to-18-g2"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let own = OperationRecord {
+        kind: "restore".into(),
+        id: "r-2".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        act::decide_restore(Some(&request), None, Some(&own), None, None, now),
+        RestoreDecision::InProgress(_, None, _)
+    ));
+    // A previous request's record does not stop a new id.
+    let previous = RestoreRecord {
+        request_id: "r-1".into(),
+        outcome: "succeeded".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        act::decide_restore(Some(&request), Some(&previous), None, None, None, now),
+        RestoreDecision::Start(_)
+    ));
+    assert_eq!(
+        act::decide_restore(None, Some(&previous), None, None, None, now),
+        RestoreDecision::Idle
+    );
+}
+
+// ------------------------------------------------------------------ config
+
+#[test]
+fn reload_or_restart_from_pending_restart_and_file_errors() {
+    let results = json!({"backup": fixture_json("backup-succeeded.json"),
+                         "upgrade": null, "restore": null});
+    let table: Vec<(&str, Value, Value, ConfigDecision)> = vec![
+        ("loaded", json!([]), json!([]), ConfigDecision::Loaded),
+        ("server down: nothing known", Value::Null, Value::Null, ConfigDecision::Loaded),
+        (
+            "needs a restart",
+            json!([{"name": "shared_buffers", "setting": "16384", "unit": "8kB", "source": "configuration file"},
+                   {"name": "max_connections", "setting": "100", "unit": null, "source": "configuration file"}]),
+            json!([]),
+            ConfigDecision::NeedsRestart(vec!["shared_buffers".into(), "max_connections".into()]),
+        ),
+        (
+            "invalid value wins",
+            json!([{"name": "shared_buffers", "setting": "16384"}]),
+            json!([{"file": "/etc/postgresql/conf.d/20-parameters.conf", "line": 3, "name": "work_mem",
+                    "error": "setting could not be applied"}]),
+            ConfigDecision::Invalid(
+                "work_mem (line 3 of /etc/postgresql/conf.d/20-parameters.conf): setting could not be applied".into(),
+            ),
+        ),
+    ];
+    for (what, pending, errors, expect) in table {
+        let r = report(results.clone(), healthy_archiver(), pending, errors);
+        assert_eq!(act::config_decision(&r), expect, "{what}");
+    }
+}
+
+#[test]
+fn config_revision_changes_with_the_content_only() {
+    let a = [("a.conf".to_string(), "x = '1'\n".to_string())].into();
+    let b = [("a.conf".to_string(), "x = '2'\n".to_string())].into();
+    assert_eq!(act::config_revision(&a), act::config_revision(&a.clone()));
+    assert_ne!(act::config_revision(&a), act::config_revision(&b));
+}
+
+// ------------------------------------------------ pgsteward-status parsing
+
+#[test]
+fn pgsteward_status_output_parses_with_every_result_kind() {
+    let (Some(b), Some(r), Some(u)) = (
+        fixture_json("backup-succeeded.json"),
+        fixture_json("restore-succeeded-in-place.json"),
+        fixture_json("upgrade-running-cleanup.json"),
+    ) else {
+        return;
+    };
+    let rep = report(
+        json!({"backup": b, "restore": r, "upgrade": u}),
+        healthy_archiver(),
+        json!([]),
+        json!([]),
+    );
+    assert!(rep.server.running);
+    let backup = rep.results.backup.unwrap();
+    assert!(backup.details.first_recoverability_point.is_some());
+    // One backup: the first recoverability point is its end.
+    assert_eq!(
+        backup.details.first_recoverability_point,
+        backup.details.finish_time
+    );
+    assert_eq!(rep.results.restore.unwrap().details.timeline, Some(2));
+    assert_eq!(
+        rep.results.upgrade.unwrap().step.as_deref(),
+        Some("cleanup")
+    );
+    assert_eq!(
+        rep.archiver.unwrap().last_archived_wal.as_deref(),
+        Some("000000010000000000000003")
+    );
+    // A server that is down: only `running: false`.
+    let down: StatusReport = image_state::parse(
+        r#"{"pgMajor": 18, "server": {"running": false}, "results": {"backup": null, "restore": null, "upgrade": null},
+            "archiver": null, "pendingRestart": null, "configErrors": null, "inProgress": null}"#,
+    )
+    .unwrap();
+    assert!(!down.server.running);
+    assert_eq!(act::config_decision(&down), ConfigDecision::Loaded);
+}
+
+#[test]
+fn backup_sh_stdout_is_read_as_its_last_json_object() {
+    let Some(result) = fixture_json("backup-succeeded.json") else {
+        return;
+    };
+    let pretty = serde_json::to_string_pretty(&result).unwrap();
+    let compact = format!("some noise\n{}\n", serde_json::to_string(&result).unwrap());
+    for out in [pretty, compact] {
+        let parsed: BackupResult = image_state::last_json_object(&out).unwrap();
+        assert_eq!(parsed.id, "b-first");
+    }
+    assert!(image_state::last_json_object::<BackupResult>("no json here").is_err());
+}
+
+// ------------------------------------------------------------- conditions
+
+#[test]
+fn overriding_a_condition_moves_its_time_only_when_its_status_changes() {
+    let t0 = ts("2026-11-21T06:00:00Z");
+    let t1 = ts("2026-11-21T07:00:00Z");
+    let prior = vec![Condition {
+        type_: "Upgrading".into(),
+        status: "True".into(),
+        reason: "InProgress".into(),
+        message: "step check".into(),
+        observed_generation: Some(2),
+        last_transition_time: Time(t0),
+    }];
+    // (status, reason, expected time)
+    for (st, reason, time) in [("True", "PostUpgrade", t0), ("False", "RolledBack", t1)] {
+        let mut s = pgsteward_api::PgInstanceStatus {
+            conditions: prior.clone(),
+            ..Default::default()
+        };
+        status::override_conditions(
+            &mut s,
+            &prior,
+            vec![status::new_condition("Upgrading", st, reason, "m", Some(2))],
+            t1,
+        );
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Upgrading")
+            .unwrap();
+        assert_eq!(
+            (c.reason.as_str(), c.last_transition_time.0),
+            (reason, time)
+        );
+    }
+}
