@@ -137,8 +137,12 @@ pub struct Archiver {
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct PendingSetting {
     pub name: String,
+    /// The value in use.
     #[serde(default)]
     pub setting: Option<String>,
+    /// The value that waits for the restart.
+    #[serde(default, rename = "pendingSetting")]
+    pub pending_setting: Option<String>,
 }
 
 /// One line of a configuration file that failed to load

@@ -969,3 +969,53 @@ fn overriding_a_condition_moves_its_time_only_when_its_status_changes() {
         );
     }
 }
+
+#[test]
+fn real_pgsteward_status_documents_drive_reload_restart_and_restore_progress() {
+    let (Some(up), Some(down)) = (
+        fixture::<StatusReport>("status.json"),
+        fixture::<StatusReport>("status-server-down-restore-running.json"),
+    ) else {
+        return;
+    };
+    // The running server has both a pending restart (shared_buffers) and a
+    // refused value (work_mem): the refused value is reported first.
+    assert!(up.server.running);
+    match act::config_decision(&up) {
+        ConfigDecision::Invalid(m) => {
+            assert!(m.starts_with("work_mem (line 1 of "), "{m}");
+            assert!(m.ends_with("setting could not be applied"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut restart_only = up.clone();
+    restart_only.config_errors = Some(vec![]);
+    assert_eq!(
+        act::config_decision(&restart_only),
+        ConfigDecision::NeedsRestart(vec!["shared_buffers".into()])
+    );
+    let pending = &up.pending_restart.as_ref().unwrap()[0];
+    assert_eq!(pending.pending_setting.as_deref(), Some("64MB"));
+    // Backup health from the same document: archiving works, a backup exists.
+    let last = act::backup_record(up.results.backup.as_ref().unwrap()).unwrap();
+    let now = ts(last.finished_at.as_deref().unwrap());
+    let (s, reason, _) = act::backup_health(Some("0 3 * * *"), Some(&up), Some(&last), now);
+    assert_eq!((s, reason), ("True", "Healthy"));
+    assert!(!act::archiving_fails(up.archiver.as_ref().unwrap()));
+
+    // Server down during an in-place restore: nothing is known about the
+    // configuration, and the restore is in progress at its step.
+    assert!(!down.server.running);
+    assert_eq!(act::config_decision(&down), ConfigDecision::Loaded);
+    let result = down.results.restore.as_ref().unwrap();
+    let request = restore_request(&result.id, json!({"immediate": true}));
+    let op = OperationRecord {
+        kind: "restore".into(),
+        id: result.id.clone(),
+        ..Default::default()
+    };
+    match act::decide_restore(Some(&request), None, Some(&op), Some(result), None, now) {
+        RestoreDecision::InProgress(_, step, _) => assert_eq!(step.as_deref(), Some("fetch")),
+        other => panic!("{other:?}"),
+    }
+}
