@@ -723,6 +723,10 @@ fn restore_results_finish_the_request_with_their_outcome() {
             "failed",
             "validate",
         ),
+        ("restore-failed-gap.json", "failed", "validate"),
+        ("restore-rolled_back-outage.json", "rolled_back", "rollback"),
+        ("restore-succeeded-clone.json", "succeeded", "finished"),
+        ("restore-succeeded-pitr.json", "succeeded", "finished"),
     ];
     for (name, outcome, step) in table {
         let Some(result) = fixture::<RestoreResult>(name) else {
