@@ -666,19 +666,34 @@ pub fn config_decision(report: &StatusReport) -> ConfigDecision {
     ConfigDecision::Loaded
 }
 
-/// The command that makes the server re-read its configuration.
+/// The command that makes the server re-read its configuration (`PGDATA`
+/// is in the container's environment, which exec inherits).
 pub fn reload_command() -> Vec<String> {
-    [
-        "psql",
-        "-XAtq",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-c",
-        "SELECT pg_reload_conf()",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ["pg_ctl", "reload", "--silent"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// The command that prints the mounted conf.d files, in the order
+/// [`crate::build::conf_d`] lists them, to compare with the ConfigMap: the
+/// kubelet updates a mounted ConfigMap a while after it changes.
+pub fn mounted_config_command(files: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    std::iter::once("cat".to_string())
+        .chain(
+            files
+                .keys()
+                .map(|k| format!("{}/{k}", crate::build::CONF_D_PATH)),
+        )
+        .collect()
+}
+
+/// Whether the mounted files are the ones the ConfigMap holds.
+pub fn mounted_config_matches(
+    files: &std::collections::BTreeMap<String, String>,
+    cat_stdout: &str,
+) -> bool {
+    files.values().map(String::as_str).collect::<String>() == cat_stdout
 }
 
 /// A stable fingerprint of the conf.d content (FNV-1a, hex).
@@ -691,4 +706,528 @@ pub fn config_revision(files: &std::collections::BTreeMap<String, String>) -> St
         }
     }
     format!("{h:016x}")
+}
+
+// ------------------------------------------------------------ the plan
+
+/// What `plan` sees of the pod, besides `pgsteward-status`.
+#[derive(Clone, Debug, Default)]
+pub struct PodView<'a> {
+    pub uid: Option<&'a str>,
+    /// The postgres container's last exit code while it is not running.
+    pub container_exit: Option<i32>,
+}
+
+/// An event to publish: (warning?, reason, note).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanEvent {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// Everything `act` decided for one reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// What the StatefulSet runs.
+    pub run: crate::build::Run,
+    /// `status.operation` from now on.
+    pub operation: Option<OperationRecord>,
+    /// Write `operation` to status before applying (a new operation is
+    /// recorded before anything changes).
+    pub record_first: bool,
+    pub failed_upgrade: Option<FailedUpgrade>,
+    pub last_restore: Option<RestoreRecord>,
+    pub last_backup: Option<BackupRecord>,
+    pub first_recoverability_point: Option<String>,
+    pub archiver: Option<ArchiverRecord>,
+    pub waiting: Option<Vec<String>>,
+    pub pending_restart: Option<Vec<String>>,
+    /// The major the server runs now, when an operation says so.
+    pub postgres_version: Option<u32>,
+    /// Conditions set by operations (replace the ones status computed).
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    pub events: Vec<PlanEvent>,
+    /// Delete the pod (a restart for settings that need one).
+    pub restart_pod: bool,
+}
+
+fn cond(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    crate::status::new_condition(type_, status, reason, message, generation)
+}
+
+/// Decide every operation for this reconcile, in the documented order
+/// (see the module documentation).
+pub fn plan(
+    instance: &PgInstance,
+    settings: &crate::build::Settings,
+    report: Option<&StatusReport>,
+    pod: &PodView,
+    now: Timestamp,
+) -> Plan {
+    use condition_type::{BACKUP_HEALTHY, DEGRADED, PROGRESSING, RESTORING, UPGRADING};
+    let prior = instance.status.clone().unwrap_or_default();
+    let spec = &instance.spec;
+    let generation = instance.metadata.generation;
+    let now_text = Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string();
+    let mut run = crate::build::Run::from_spec(instance, settings);
+    let mut p = Plan {
+        run: run.clone(),
+        operation: prior.operation.clone(),
+        record_first: false,
+        failed_upgrade: prior.failed_upgrade.clone(),
+        last_restore: prior.last_restore.clone(),
+        last_backup: prior.last_backup.clone(),
+        first_recoverability_point: prior.first_recoverability_point.clone(),
+        archiver: prior.archiver.clone(),
+        waiting: None,
+        pending_restart: prior.pending_restart.clone(),
+        postgres_version: None,
+        conditions: Vec::new(),
+        events: Vec::new(),
+        restart_pod: false,
+    };
+    let mut degraded: Vec<(&'static str, String)> = Vec::new();
+    let mut waiting: Vec<String> = Vec::new();
+
+    // Backups and archiving, from the image's own report.
+    if let Some(r) = report {
+        if let Some(b) = &r.results.backup {
+            if let Some(rec) = backup_record(b) {
+                p.last_backup = Some(rec);
+            }
+            if let Some(frp) = &b.details.first_recoverability_point {
+                p.first_recoverability_point = Some(frp.clone());
+            }
+        }
+        if let Some(a) = &r.archiver {
+            p.archiver = Some(archiver_record(a));
+        }
+    }
+    if let Some(b) = &spec.backup {
+        let (s, reason, message) =
+            backup_health(b.schedule.as_deref(), report, p.last_backup.as_ref(), now);
+        // Without a report this reconcile, keep what was reported last.
+        let keep = report.is_none()
+            && instance
+                .condition(BACKUP_HEALTHY)
+                .is_some_and(|c| c.reason != "NotConfigured");
+        if !keep {
+            p.conditions
+                .push(cond(BACKUP_HEALTHY, s, reason, message, generation));
+        }
+    }
+
+    // 1. Restore.
+    let restore = decide_restore(
+        spec.restore.as_ref(),
+        prior.last_restore.as_ref(),
+        prior.operation.as_ref(),
+        report.and_then(|r| r.results.restore.as_ref()),
+        p.first_recoverability_point.as_deref(),
+        now,
+    );
+    let restore_env = || spec.restore.as_ref().map(crate::build::RestoreRequest::of);
+    match &restore {
+        RestoreDecision::Idle => {
+            // A finished request stays on the pod template: the image never
+            // runs an id with a result again, and removing it would restart
+            // the pod for nothing.
+            if spec.restore.as_ref().is_some_and(|r| {
+                prior
+                    .last_restore
+                    .as_ref()
+                    .is_some_and(|l| l.request_id == r.request_id && l.outcome != "rejected")
+            }) {
+                run.restore = restore_env();
+            }
+        }
+        RestoreDecision::Reject(reason, message) => {
+            degraded.push((reason, message.clone()));
+            p.conditions.push(cond(
+                RESTORING,
+                "False",
+                "Rejected",
+                message.clone(),
+                generation,
+            ));
+            if let Some(req) = &spec.restore {
+                p.last_restore = Some(RestoreRecord {
+                    request_id: req.request_id.clone(),
+                    outcome: "rejected".into(),
+                    step: Some("operator".into()),
+                    started_at: None,
+                    finished_at: None,
+                    message: Some(message.clone()),
+                });
+            }
+        }
+        RestoreDecision::Wait(message) => {
+            waiting.push(message.clone());
+            p.conditions.push(cond(
+                RESTORING,
+                "False",
+                "Waiting",
+                message.clone(),
+                generation,
+            ));
+        }
+        RestoreDecision::Start(op) => {
+            p.operation = Some(op.clone());
+            p.record_first = true;
+            run.restore = restore_env();
+            let message = format!(
+                "restore {} requested: the pod restarts and the image restores in place (the old data is kept until the restore is verified)",
+                op.id
+            );
+            p.last_restore = Some(RestoreRecord {
+                request_id: op.id.clone(),
+                outcome: "running".into(),
+                step: None,
+                started_at: Some(now_text.clone()),
+                finished_at: None,
+                message: Some(message.clone()),
+            });
+            p.conditions.push(cond(
+                RESTORING,
+                "True",
+                "InPlace",
+                message.clone(),
+                generation,
+            ));
+            p.events.push(PlanEvent {
+                warning: false,
+                reason: "RestoreStarted",
+                note: message,
+            });
+        }
+        RestoreDecision::InProgress(op, step, message) => {
+            run.restore = restore_env();
+            let text = match step {
+                Some(s) => format!("restore {} at step {s}: {message}", op.id),
+                None => format!("restore {}: {message}", op.id),
+            };
+            if let Some(l) = p.last_restore.as_mut() {
+                l.step = step.clone();
+                l.message = Some(text.clone());
+            }
+            p.conditions
+                .push(cond(RESTORING, "True", "InPlace", text, generation));
+        }
+        RestoreDecision::Finished(record) => {
+            run.restore = restore_env();
+            p.operation = None;
+            let message = format!(
+                "restore {} {}: {}",
+                record.request_id,
+                record.outcome.replace('_', " "),
+                record.message.as_deref().unwrap_or("")
+            );
+            let (reason, warning) = match record.outcome.as_str() {
+                "succeeded" => ("Succeeded", false),
+                "rolled_back" => ("RolledBack", true),
+                _ => ("Failed", true),
+            };
+            if warning {
+                degraded.push(("RestoreFailed", message.clone()));
+            }
+            p.last_restore = Some(RestoreRecord {
+                started_at: prior
+                    .last_restore
+                    .as_ref()
+                    .and_then(|l| l.started_at.clone())
+                    .or_else(|| record.started_at.clone()),
+                ..record.clone()
+            });
+            p.conditions.push(cond(
+                RESTORING,
+                "False",
+                reason,
+                message.clone(),
+                generation,
+            ));
+            p.events.push(PlanEvent {
+                warning,
+                reason: if warning {
+                    "RestoreFailed"
+                } else {
+                    "RestoreSucceeded"
+                },
+                note: message,
+            });
+        }
+    }
+
+    // 2. Upgrade (after a restore, which reads the current major's backups).
+    let upgrade_blocked_by_restore = matches!(
+        restore,
+        RestoreDecision::Start(_) | RestoreDecision::InProgress(..)
+    );
+    let inputs = UpgradeInputs {
+        spec_major: spec.postgres_version,
+        generation: generation.unwrap_or_default(),
+        running_major: prior.postgres_version,
+        running_image: prior.image.as_deref(),
+        operation: p.operation.as_ref(),
+        failed: prior.failed_upgrade.as_ref(),
+        result: report.and_then(|r| r.results.upgrade.as_ref()),
+        container_exit: pod.container_exit,
+        now: Some(&now_text),
+    };
+    let upgrade = decide_upgrade(&inputs);
+    let previous_image = |major: u32, image: Option<&String>| {
+        image.cloned().unwrap_or_else(|| {
+            let mut old = instance.clone();
+            old.spec.postgres_version = major;
+            settings.image_for(&old)
+        })
+    };
+    match upgrade {
+        UpgradeDecision::Idle => {
+            p.failed_upgrade = None;
+            p.conditions
+                .push(cond(UPGRADING, "False", "NoUpgrade", "", generation));
+        }
+        UpgradeDecision::Start(op) if upgrade_blocked_by_restore => {
+            let message = format!(
+                "the upgrade to PostgreSQL {} waits for restore {} to finish",
+                spec.postgres_version,
+                spec.restore
+                    .as_ref()
+                    .map(|r| r.request_id.as_str())
+                    .unwrap_or("?")
+            );
+            waiting.push(message.clone());
+            let from = op.from_major.unwrap_or(spec.postgres_version);
+            run.major = from;
+            run.image = previous_image(from, op.from_image.as_ref());
+            p.conditions
+                .push(cond(UPGRADING, "False", "Waiting", message, generation));
+        }
+        UpgradeDecision::Start(op) => {
+            let message = format!(
+                "upgrading from PostgreSQL {} to {} ({}): the pod restarts on the new image, which upgrades the data with pg_upgrade --link",
+                op.from_major.unwrap_or_default(),
+                op.to_major.unwrap_or_default(),
+                op.id
+            );
+            run.upgrade_id = Some(op.id.clone());
+            p.operation = Some(op);
+            p.record_first = true;
+            p.failed_upgrade = None;
+            p.conditions.push(cond(
+                UPGRADING,
+                "True",
+                "InProgress",
+                message.clone(),
+                generation,
+            ));
+            p.events.push(PlanEvent {
+                warning: false,
+                reason: "UpgradeStarted",
+                note: message,
+            });
+        }
+        UpgradeDecision::InProgress(op, step, message) => {
+            run.upgrade_id = Some(op.id.clone());
+            let reason = match step.as_deref() {
+                Some("analyze" | "update_extensions" | "backup" | "cleanup" | "ready") => {
+                    "PostUpgrade"
+                }
+                _ => "InProgress",
+            };
+            let text = match &step {
+                Some(s) => format!("{}: step {s}: {message}", op.id),
+                None => format!("{}: {message}", op.id),
+            };
+            p.conditions
+                .push(cond(UPGRADING, "True", reason, text, generation));
+        }
+        UpgradeDecision::Succeeded(op, message) => {
+            run.upgrade_id = Some(op.id.clone());
+            p.operation = None;
+            p.failed_upgrade = None;
+            p.postgres_version = op.to_major;
+            let text = format!("{}: {message}", op.id);
+            p.conditions.push(cond(
+                UPGRADING,
+                "False",
+                "Succeeded",
+                text.clone(),
+                generation,
+            ));
+            p.events.push(PlanEvent {
+                warning: false,
+                reason: "UpgradeSucceeded",
+                note: text,
+            });
+        }
+        UpgradeDecision::RollBack(f) => {
+            run.major = f.from_major;
+            run.image = previous_image(f.from_major, f.from_image.as_ref());
+            run.upgrade_id = None;
+            p.operation = None;
+            let message = failed_message(&f);
+            degraded.push(("UpgradeFailed", message.clone()));
+            p.conditions.push(cond(
+                UPGRADING,
+                "False",
+                "RolledBack",
+                message.clone(),
+                generation,
+            ));
+            p.events.push(PlanEvent {
+                warning: true,
+                reason: "UpgradeRolledBack",
+                note: message,
+            });
+            p.failed_upgrade = Some(f);
+        }
+        UpgradeDecision::Blocked(f) => {
+            let f = complete_failed_upgrade(&f, report.and_then(|r| r.results.upgrade.as_ref()));
+            run.major = f.from_major;
+            run.image = previous_image(f.from_major, f.from_image.as_ref());
+            let message = failed_message(&f);
+            degraded.push(("UpgradeFailed", message.clone()));
+            p.conditions
+                .push(cond(UPGRADING, "False", "RolledBack", message, generation));
+            p.failed_upgrade = Some(f);
+        }
+        UpgradeDecision::FailedForward(op, step, message) => {
+            run.upgrade_id = Some(op.id.clone());
+            let text = format!(
+                "upgrade {} failed at step {step} after the point of no return: {message} The data is PostgreSQL {} now; the previous image is NOT put back. The image retries the step at each start.",
+                op.id,
+                op.to_major.unwrap_or_default()
+            );
+            degraded.push(("UpgradeFailedAfterPointOfNoReturn", text.clone()));
+            p.conditions
+                .push(cond(UPGRADING, "True", "Failed", text.clone(), generation));
+            if instance
+                .condition(DEGRADED)
+                .is_none_or(|c| c.reason != "UpgradeFailedAfterPointOfNoReturn")
+            {
+                p.events.push(PlanEvent {
+                    warning: true,
+                    reason: "UpgradeFailed",
+                    note: text,
+                });
+            }
+        }
+    }
+
+    // 3. Settings that need a restart, once no other operation runs.
+    match report.map(config_decision) {
+        Some(ConfigDecision::Invalid(message)) => {
+            degraded.push((
+                "InvalidParameter",
+                format!(
+                    "PostgreSQL refused a setting and keeps its previous value: {message}; fix spec.config.parameters"
+                ),
+            ));
+        }
+        Some(ConfigDecision::NeedsRestart(names)) => {
+            p.pending_restart = Some(names.clone());
+            let list = names.join(", ");
+            match (&p.operation, pod.uid) {
+                (None, Some(uid)) => {
+                    p.operation = Some(OperationRecord {
+                        kind: kind::RESTART.into(),
+                        id: format!("restart-{}", names.join("-")),
+                        started_at: Some(now_text.clone()),
+                        pod_uid: Some(uid.to_string()),
+                        ..Default::default()
+                    });
+                    p.record_first = true;
+                    p.restart_pod = true;
+                    let message =
+                        format!("restarting the pod: changed settings need a restart ({list})");
+                    p.conditions.push(cond(
+                        PROGRESSING,
+                        "True",
+                        "PendingRestart",
+                        message.clone(),
+                        generation,
+                    ));
+                    p.events.push(PlanEvent {
+                        warning: false,
+                        reason: "Restart",
+                        note: message,
+                    });
+                }
+                (Some(op), _) if op.kind != kind::RESTART => {
+                    let message = format!(
+                        "a restart for {list} waits for the {} {} to finish",
+                        op.kind, op.id
+                    );
+                    waiting.push(message.clone());
+                    p.conditions.push(cond(
+                        PROGRESSING,
+                        "True",
+                        "PendingRestart",
+                        message,
+                        generation,
+                    ));
+                }
+                _ => {
+                    p.conditions.push(cond(
+                        PROGRESSING,
+                        "True",
+                        "PendingRestart",
+                        format!("waiting for the pod to restart for {list}"),
+                        generation,
+                    ));
+                }
+            }
+        }
+        Some(ConfigDecision::Loaded) => p.pending_restart = None,
+        None => {}
+    }
+    // A restart is over once the pod is a new one and reports.
+    if let Some(op) = &p.operation
+        && op.kind == kind::RESTART
+        && !p.restart_pod
+        && report.is_some_and(|r| r.server.running)
+        && pod.uid.is_some()
+        && op.pod_uid.as_deref() != pod.uid
+    {
+        p.operation = None;
+    }
+
+    if !degraded.is_empty() {
+        let reason = degraded[0].0;
+        let message = degraded
+            .iter()
+            .map(|(_, m)| m.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        p.conditions
+            .push(cond(DEGRADED, "True", reason, message, generation));
+    }
+    p.waiting = (!waiting.is_empty()).then_some(waiting);
+    p.run = run;
+    p
+}
+
+fn failed_message(f: &FailedUpgrade) -> String {
+    format!(
+        "the upgrade from PostgreSQL {} to {} ({}) failed{}: {} PostgreSQL {} runs again on the previous image with its data as it was. It is not retried until the spec changes: fix the cause, then change the spec (for example re-apply it with any change) to retry under a new id.",
+        f.from_major,
+        f.to_major,
+        f.id,
+        f.step
+            .as_deref()
+            .map(|s| format!(" at step {s}"))
+            .unwrap_or_default(),
+        f.message.as_deref().unwrap_or(""),
+        f.from_major
+    )
 }

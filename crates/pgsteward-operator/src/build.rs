@@ -129,6 +129,52 @@ pub struct DesiredObjects {
     pub data_claim_expansion: Option<PersistentVolumeClaim>,
 }
 
+/// What the pod runs, as `act` decided: normally the spec's major and
+/// image; the previous ones while a failed upgrade is rolled back. Plus the
+/// requests the image reads at start (an upgrade id, an in-place restore).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub major: u32,
+    pub image: String,
+    /// `PGSTEWARD_UPGRADE_ID` while an upgrade is under way.
+    pub upgrade_id: Option<String>,
+    /// An in-place restore request (`spec.restore`, once `act` let it run).
+    pub restore: Option<RestoreRequest>,
+}
+
+/// The image's in-place restore request (docs/image-contract.md, Requests).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreRequest {
+    pub id: String,
+    pub target: String,
+    pub target_value: Option<String>,
+    pub backup: String,
+}
+
+impl RestoreRequest {
+    pub fn of(spec: &pgsteward_api::instance::RestoreSpec) -> Self {
+        let (target, value) = spec.target.kind_and_value();
+        Self {
+            id: spec.request_id.clone(),
+            target: target.into(),
+            target_value: value.map(String::from),
+            backup: spec.backup_name.clone().unwrap_or_else(|| "LATEST".into()),
+        }
+    }
+}
+
+impl Run {
+    /// The spec's major and image, no request.
+    pub fn from_spec(instance: &PgInstance, settings: &Settings) -> Self {
+        Self {
+            major: instance.spec.postgres_version,
+            image: settings.image_for(instance),
+            upgrade_id: None,
+            restore: None,
+        }
+    }
+}
+
 /// Build every desired object. `new_password` is used only when the
 /// superuser Secret has to be created.
 pub fn build(
@@ -138,6 +184,23 @@ pub fn build(
     settings: &Settings,
     new_password: &str,
 ) -> DesiredObjects {
+    build_with(
+        instance,
+        valid,
+        observed,
+        new_password,
+        &Run::from_spec(instance, settings),
+    )
+}
+
+/// [`build`] for what `act` decided the pod runs.
+pub fn build_with(
+    instance: &PgInstance,
+    valid: &ValidSpec,
+    observed: &Observed,
+    new_password: &str,
+    run: &Run,
+) -> DesiredObjects {
     let name = instance.name_any();
     let needs_secret = instance.spec.superuser_secret_ref.is_none()
         && observed.generated_superuser_secret.is_none();
@@ -146,7 +209,7 @@ pub fn build(
         superuser_secret: needs_secret.then(|| superuser_secret(instance, new_password)),
         service: service(instance, false),
         headless_service: service(instance, true),
-        statefulset: statefulset(instance, valid, observed, settings),
+        statefulset: statefulset(instance, valid, observed, run),
         data_claim_expansion: data_claim_expansion(&name, instance, valid, observed),
     }
 }
@@ -502,7 +565,13 @@ pub fn bootstrap_env(instance: &PgInstance) -> Vec<EnvVar> {
 
 /// The container's whole environment, in a stable order.
 pub fn container_env(instance: &PgInstance) -> Vec<EnvVar> {
-    let major = instance.spec.postgres_version;
+    container_env_for(instance, &Run::from_spec(instance, &Settings::default()))
+}
+
+/// The environment for what `act` decided: PGDATA of the major that runs,
+/// and the upgrade or in-place restore request.
+pub fn container_env_for(instance: &PgInstance, run: &Run) -> Vec<EnvVar> {
+    let major = run.major;
     let (secret, key) = superuser_secret_key(instance);
     let mut out = vec![
         env("PGDATA", format!("{VOLUME_PATH}/{major}/docker")),
@@ -513,7 +582,23 @@ pub fn container_env(instance: &PgInstance) -> Vec<EnvVar> {
     if let Some(b) = &instance.spec.backup {
         out.extend(backup_env(b));
     }
-    out.extend(bootstrap_env(instance));
+    if let Some(id) = &run.upgrade_id {
+        out.push(env("PGSTEWARD_UPGRADE_ID", id));
+    }
+    match &run.restore {
+        // The bootstrap request ran on the first start; an in-place request
+        // replaces it.
+        Some(r) => {
+            out.push(env("PGSTEWARD_RESTORE_ID", &r.id));
+            out.push(env("PGSTEWARD_RESTORE_MODE", "in-place"));
+            out.push(env("PGSTEWARD_RESTORE_TARGET", &r.target));
+            if let Some(v) = &r.target_value {
+                out.push(env("PGSTEWARD_RESTORE_TARGET_VALUE", v));
+            }
+            out.push(env("PGSTEWARD_RESTORE_BACKUP", &r.backup));
+        }
+        None => out.extend(bootstrap_env(instance)),
+    }
     out
 }
 
@@ -702,7 +787,7 @@ fn statefulset(
     instance: &PgInstance,
     valid: &ValidSpec,
     observed: &Observed,
-    settings: &Settings,
+    run: &Run,
 ) -> StatefulSet {
     let name = instance.name_any();
     let spec = &instance.spec;
@@ -717,9 +802,9 @@ fn statefulset(
     });
     let container = Container {
         name: "postgres".into(),
-        image: Some(settings.image_for(instance)),
+        image: Some(run.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        env: Some(container_env(instance)),
+        env: Some(container_env_for(instance, run)),
         ports: Some(vec![ContainerPort {
             name: Some("postgres".into()),
             container_port: PORT,

@@ -33,9 +33,11 @@ use rand::RngExt;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
-    apply,
+    act, apply,
     build::{self, Settings, names},
     error::{Error, Result, chain},
+    exec::{KubeExec, PodExec},
+    image_state::{self, StatusReport},
     metrics::Metrics,
     observe, status, validate,
 };
@@ -55,6 +57,8 @@ pub struct Context {
     pub settings: Settings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// How operations reach the instance's pod.
+    pub exec: Arc<dyn PodExec>,
     /// Consecutive failures per instance (`namespace/name`), for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -72,10 +76,116 @@ impl Context {
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
+            exec: Arc::new(KubeExec {
+                client: client.clone(),
+            }),
             client,
             settings,
             metrics,
             failures: Mutex::default(),
+        }
+    }
+
+    /// Reach pods through `exec` instead of kube's websocket exec (tests).
+    pub fn with_exec(mut self, exec: Arc<dyn PodExec>) -> Self {
+        self.exec = exec;
+        self
+    }
+}
+
+/// How long `pgsteward-status`, `cat` and `pg_ctl reload` may take.
+pub const SHORT_EXEC: Duration = Duration::from_secs(30);
+
+/// The postgres container's state: (running, last exit code while not
+/// running, image).
+fn container_state(pod: &k8s_openapi::api::core::v1::Pod) -> (bool, Option<i32>, Option<String>) {
+    let status = pod.status.as_ref();
+    let phase_running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
+    let image = pod
+        .spec
+        .as_ref()
+        .and_then(|s| {
+            s.containers
+                .iter()
+                .find(|c| c.name == crate::exec::CONTAINER)
+        })
+        .and_then(|c| c.image.clone());
+    let Some(cs) = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|c| c.name == crate::exec::CONTAINER))
+    else {
+        return (phase_running, None, image);
+    };
+    let state = cs.state.as_ref();
+    if state.is_some_and(|s| s.running.is_some()) {
+        return (true, None, image);
+    }
+    let exit = state
+        .and_then(|s| s.terminated.as_ref())
+        .or_else(|| cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()))
+        .map(|t| t.exit_code);
+    (false, exit, image)
+}
+
+/// Run `pgsteward-status` in the pod, when its container runs.
+async fn read_report(ctx: &Context, ns: &str, pod: &str) -> Option<StatusReport> {
+    match ctx
+        .exec
+        .exec(ns, pod, vec!["pgsteward-status".into()], SHORT_EXEC)
+        .await
+    {
+        Ok(out) if out.exit_code == 0 => match image_state::parse(&out.stdout) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!(pod, error = %chain(&e), "pgsteward-status printed something else");
+                None
+            }
+        },
+        Ok(out) => {
+            warn!(pod, code = out.exit_code, stderr = %out.stderr.trim(), "pgsteward-status failed");
+            None
+        }
+        Err(e) => {
+            debug!(pod, error = %chain(&e), "pgsteward-status could not run");
+            None
+        }
+    }
+}
+
+/// Reload the configuration once the mounted files match the ConfigMap.
+/// Returns whether the server re-read them.
+async fn reload_config(ctx: &Context, ns: &str, pod: &str, instance: &PgInstance) -> bool {
+    let files = build::conf_d(instance);
+    if !files.is_empty() {
+        match ctx
+            .exec
+            .exec(ns, pod, act::mounted_config_command(&files), SHORT_EXEC)
+            .await
+        {
+            Ok(out) if out.exit_code == 0 && act::mounted_config_matches(&files, &out.stdout) => {}
+            Ok(_) => {
+                debug!(pod, "the mounted conf.d does not match the ConfigMap yet");
+                return false;
+            }
+            Err(e) => {
+                debug!(pod, error = %chain(&e), "could not read the mounted conf.d");
+                return false;
+            }
+        }
+    }
+    match ctx
+        .exec
+        .exec(ns, pod, act::reload_command(), SHORT_EXEC)
+        .await
+    {
+        Ok(out) if out.exit_code == 0 => true,
+        Ok(out) => {
+            warn!(pod, code = out.exit_code, stderr = %out.stderr.trim(), "pg_ctl reload failed");
+            false
+        }
+        Err(e) => {
+            debug!(pod, error = %chain(&e), "could not reload");
+            false
         }
     }
 }
@@ -232,12 +342,56 @@ fn new_password() -> String {
         .collect()
 }
 
-/// observe → validate → build → apply → status.
+/// observe → validate → act (decide) → build → apply → act (pod) → status.
 pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Action> {
     let observed = observe::observe(&ctx.client, instance).await?;
     let now = Timestamp::now();
+    let ns = instance.namespace().unwrap_or_else(|| "default".into());
+    let pod_name = names::pod(&instance.name_any());
+    let (running, exit, pod_image) = observed
+        .pod
+        .as_ref()
+        .map(container_state)
+        .unwrap_or((false, None, None));
+    let mut report = if running {
+        read_report(ctx, &ns, &pod_name).await
+    } else {
+        None
+    };
+    // Configuration: reload once the kubelet has updated the mounted files.
+    let desired_revision = act::config_revision(&build::conf_d(instance));
+    let prior_status = instance.status.clone().unwrap_or_default();
+    let mut config_revision = prior_status.config_revision.clone();
+    if report.as_ref().is_some_and(|r| r.server.running)
+        && config_revision.as_deref() != Some(desired_revision.as_str())
+        && prior_status.operation.is_none()
+        && reload_config(ctx, &ns, &pod_name, instance).await
+    {
+        info!(revision = %desired_revision, "configuration reloaded");
+        config_revision = Some(desired_revision.clone());
+        report = read_report(ctx, &ns, &pod_name).await.or(report);
+    }
     match validate::validate(instance, &observed) {
         Ok(valid) => {
+            let pod_uid = observed.pod.as_ref().and_then(|p| p.metadata.uid.clone());
+            // An exit code says something about an upgrade only when the
+            // pod runs the new image.
+            let spec_image = ctx.settings.image_for(instance);
+            let pod_view = act::PodView {
+                uid: pod_uid.as_deref(),
+                container_exit: exit.filter(|_| pod_image.as_deref() == Some(spec_image.as_str())),
+            };
+            let plan = act::plan(instance, &ctx.settings, report.as_ref(), &pod_view, now);
+            // A new operation is recorded before anything changes, so a
+            // restarted operator resumes it instead of starting another.
+            let mut current = instance.clone();
+            if plan.record_first {
+                let mut first = prior_status.clone();
+                first.operation = plan.operation.clone();
+                first.last_restore = plan.last_restore.clone();
+                write_status(&current, &first, ctx).await?;
+                current.status = Some(first);
+            }
             let password = if instance.spec.superuser_secret_ref.is_none()
                 && observed.generated_superuser_secret.is_none()
             {
@@ -245,7 +399,7 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
             } else {
                 String::new()
             };
-            let desired = build::build(instance, &valid, &observed, &ctx.settings, &password);
+            let desired = build::build_with(instance, &valid, &observed, &password, &plan.run);
             let applied = apply::apply(&ctx.client, desired, &observed).await?;
             for w in &applied.written {
                 ctx.metrics
@@ -266,6 +420,27 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
                 )
                 .await;
             }
+            if plan.restart_pod {
+                restart_pod(ctx, &ns, &pod_name).await?;
+            }
+            for e in &plan.events {
+                publish(
+                    ctx,
+                    &instance.metadata,
+                    Event {
+                        type_: if e.warning {
+                            EventType::Warning
+                        } else {
+                            EventType::Normal
+                        },
+                        reason: e.reason.into(),
+                        note: note(e.note.clone()),
+                        action: "Operate".into(),
+                        secondary: None,
+                    },
+                )
+                .await;
+            }
             let health = status::Health::of_applied(&applied, &observed);
             let image = applied
                 .statefulset
@@ -274,11 +449,42 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
                 .and_then(|s| s.template.spec.as_ref())
                 .and_then(|p| p.containers.first())
                 .and_then(|c| c.image.clone())
-                .unwrap_or_else(|| ctx.settings.image_for(instance));
-            let next = status::desired_status(instance, &health, None, Some(&image), now);
-            write_status(instance, &next, ctx).await?;
+                .unwrap_or_else(|| plan.run.image.clone());
+            let mut next = status::desired_status_for(
+                instance,
+                &health,
+                None,
+                Some(&image),
+                plan.run.major,
+                now,
+            );
+            next.operation = plan.operation.clone();
+            next.failed_upgrade = plan.failed_upgrade.clone();
+            next.last_restore = plan.last_restore.clone();
+            next.last_backup = plan.last_backup.clone();
+            next.first_recoverability_point = plan.first_recoverability_point.clone();
+            next.archiver = plan.archiver.clone();
+            next.waiting = plan.waiting.clone();
+            next.pending_restart = plan.pending_restart.clone();
+            next.config_revision = config_revision.clone();
+            if let Some(v) = plan.postgres_version {
+                next.postgres_version = Some(v);
+            }
+            status::override_conditions(
+                &mut next,
+                &prior_status.conditions,
+                plan.conditions.clone(),
+                now,
+            );
+            write_status(&current, &next, ctx).await?;
             let ready = health.ready && health.rolled_out;
-            Ok(Action::requeue(if ready { RESYNC } else { RECHECK }))
+            let settled = next.operation.is_none()
+                && config_revision.as_deref() == Some(desired_revision.as_str());
+            Ok(Action::requeue(if ready && settled {
+                RESYNC
+            } else {
+                RECHECK
+            }))
         }
         Err(problems) => {
             let health = status::Health::of_observed(&observed);
@@ -286,6 +492,20 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
             write_status(instance, &next, ctx).await?;
             Err(Error::InvalidSpec(problems))
         }
+    }
+}
+
+/// Delete the pod: the StatefulSet starts it again (a restart for settings
+/// that need one).
+async fn restart_pod(ctx: &Context, ns: &str, pod: &str) -> Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.client.clone(), ns);
+    match api.delete(pod, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(Error::Operate {
+            what: format!("restart pod {pod}"),
+            source,
+        }),
     }
 }
 
@@ -426,11 +646,13 @@ pub async fn run(
         }
     }
     let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let backups = crate::backups::run(ctx.clone(), namespace.clone(), shutdown.clone());
     info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controller starting"
     );
-    Controller::new(
+    let instances = Controller::new(
         api::<DeserializeGuard<PgInstance>>(&client, &namespace),
         watcher::Config::default(),
     )
@@ -452,6 +674,6 @@ pub async fn run(
         if let Err(e) = result {
             debug!(error = %chain(&e), "controller event");
         }
-    })
-    .await;
+    });
+    futures::future::join(instances, backups).await;
 }

@@ -41,6 +41,13 @@ pub enum Error {
     #[error("timed out writing the status of PgInstance {name}")]
     StatusTimeout { name: String },
 
+    #[error("failed to {what}")]
+    Operate {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+
     #[error("failed to delete {kind} {name} during cleanup")]
     Cleanup {
         kind: String,
@@ -68,6 +75,7 @@ impl Error {
             Error::Status { .. } => "status",
             Error::StatusTimeout { .. } => "status_timeout",
             Error::Cleanup { .. } => "cleanup",
+            Error::Operate { .. } => "operate",
             Error::Finalizer { source, .. } => match source.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
@@ -85,6 +93,7 @@ impl Error {
             "apply" => "ApplyFailed",
             "status" | "status_timeout" => "StatusFailed",
             "cleanup" => "CleanupFailed",
+            "operate" => "OperationFailed",
             _ => "FinalizerFailed",
         }
     }

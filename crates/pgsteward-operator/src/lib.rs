@@ -1,11 +1,13 @@
 //! pgsteward's operator: one PgInstance in, running PostgreSQL objects out.
 //!
 //! The reconcile pipeline, one module per step (see DESIGN.md):
-//! [`observe`] → [`validate`] → [`build`] → [`apply`] → [`status`],
-//! wired together in [`controller`].
+//! [`observe`] → [`validate`] → [`act`] (decide) → [`build`] → [`apply`] →
+//! [`act`] (in the pod, through [`exec`]) → [`status`], wired together in
+//! [`controller`]. On-demand backups (`PgBackup`) are [`backups`].
 
 pub mod act;
 pub mod apply;
+pub mod backups;
 pub mod build;
 pub mod controller;
 pub mod crds;

@@ -34,9 +34,9 @@ pub const RULES: &[Rule] = &[
     Rule {
         api_group: "pgsteward.io",
         resource: "pginstances",
-        verbs: &["list", "watch", "patch"],
+        verbs: &["get", "list", "watch", "patch"],
         scope: Scope::Instances,
-        why: "controller watch (list, watch); startup check that the CRD is installed (list); finalizer add/remove (JSON patch)",
+        why: "controller watch (list, watch); startup check that the CRD is installed (list); finalizer add/remove (JSON patch); the PgBackup controller reads its instance (get)",
     },
     Rule {
         api_group: "pgsteward.io",
@@ -44,6 +44,20 @@ pub const RULES: &[Rule] = &[
         verbs: &["patch"],
         scope: Scope::Instances,
         why: "status::write_if_changed (server-side apply)",
+    },
+    Rule {
+        api_group: "pgsteward.io",
+        resource: "pgbackups",
+        verbs: &["list", "watch"],
+        scope: Scope::Instances,
+        why: "PgBackup controller watch (list, watch); one backup per instance at a time (list)",
+    },
+    Rule {
+        api_group: "pgsteward.io",
+        resource: "pgbackups/status",
+        verbs: &["patch"],
+        scope: Scope::Instances,
+        why: "backups::write (server-side apply of a PgBackup's status)",
     },
     Rule {
         api_group: "",
@@ -83,9 +97,16 @@ pub const RULES: &[Rule] = &[
     Rule {
         api_group: "",
         resource: "pods",
-        verbs: &["get"],
+        verbs: &["get", "delete"],
         scope: Scope::Instances,
-        why: "observe the instance's pod for status messages",
+        why: "observe the instance's pod for status messages (get); restart it for settings that need a restart (delete)",
+    },
+    Rule {
+        api_group: "",
+        resource: "pods/exec",
+        verbs: &["get", "create"],
+        scope: Scope::Instances,
+        why: "exec pgsteward-status, cat conf.d, pg_ctl reload and backup.sh in the instance's pod (websocket exec: create, and get on older API servers)",
     },
     Rule {
         api_group: "events.k8s.io",

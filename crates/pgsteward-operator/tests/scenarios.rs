@@ -15,12 +15,14 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use futures::{FutureExt, future::BoxFuture};
 use http::{Method, Request, Response, StatusCode};
 use kube::{Client, client::Body, core::error_boundary::DeserializeGuard};
 use pgsteward_api::PgInstance;
 use pgsteward_operator::{
     build::Settings,
     controller::{self, Context},
+    exec::{ExecError, ExecOutput, PodExec, Scripted},
     metrics::Metrics,
     rbac,
 };
@@ -215,6 +217,20 @@ impl FakeApi {
             )
         };
         match method {
+            Method::GET if name.is_none() => {
+                // A list of one resource in one namespace.
+                let prefix = key(&p.group, &p.resource, &p.namespace, "");
+                let items: Vec<Value> = st
+                    .objects
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&prefix))
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                (
+                    StatusCode::OK,
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": rv}, "items": items}),
+                )
+            }
             Method::GET => match st.objects.get(&k) {
                 Some(o) => (StatusCode::OK, o.clone()),
                 None => not_found(),
@@ -329,6 +345,114 @@ impl FakeApi {
     }
 }
 
+/// The pod side, as the kubelet and the image would answer an exec:
+/// `pgsteward-status` prints the report the test sets; `cat` prints the
+/// mounted conf.d files, which the fake kubelet keeps in sync with the
+/// stored ConfigMap; `pg_ctl reload` succeeds; anything else (backup.sh)
+/// is answered by a script.
+#[derive(Clone)]
+struct FakePod {
+    api: FakeApi,
+    report: Arc<Mutex<Option<Value>>>,
+    script: Scripted,
+    calls: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+impl FakePod {
+    fn new(api: FakeApi) -> Self {
+        Self {
+            api,
+            report: Arc::new(Mutex::new(Some(base_report()))),
+            script: Scripted::new(),
+            calls: Arc::default(),
+        }
+    }
+    fn set_report(&self, report: Option<Value>) {
+        *self.report.lock().unwrap() = report;
+    }
+    fn take_calls(&self) -> Vec<Vec<String>> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+impl PodExec for FakePod {
+    fn exec<'a>(
+        &'a self,
+        namespace: &'a str,
+        pod: &'a str,
+        command: Vec<String>,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, Result<ExecOutput, ExecError>> {
+        self.calls.lock().unwrap().push(command.clone());
+        let ok = |stdout: String| {
+            Ok(ExecOutput {
+                exit_code: 0,
+                stdout,
+                stderr: String::new(),
+            })
+        };
+        match command[0].as_str() {
+            "pgsteward-status" => {
+                let r = match self.report.lock().unwrap().clone() {
+                    Some(r) => ok(r.to_string()),
+                    None => Err(ExecError::NoStatus {
+                        pod: pod.to_string(),
+                    }),
+                };
+                async move { r }.boxed()
+            }
+            "cat" => {
+                let cm = self
+                    .api
+                    .get("", "configmaps", namespace, "db-config")
+                    .unwrap_or(Value::Null);
+                let text: String = command[1..]
+                    .iter()
+                    .map(|path| {
+                        let file = path.rsplit('/').next().unwrap();
+                        cm["data"][file].as_str().unwrap_or_default().to_string()
+                    })
+                    .collect();
+                async move { ok(text) }.boxed()
+            }
+            "pg_ctl" => async move { ok(String::new()) }.boxed(),
+            _ => self.script.exec(namespace, pod, command, timeout),
+        }
+    }
+}
+
+fn fixture(name: &str) -> Value {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../e2e/fixtures/state")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} is missing ({e}): the image tier writes it (e2e/image)",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The image's real `pgsteward-status` output (`status.json`) for a
+/// server with no result yet, no pending restart and no refused setting.
+fn base_report() -> Value {
+    let mut r = fixture("status.json");
+    r["results"] = json!({"backup": null, "restore": null, "upgrade": null});
+    r["pendingRestart"] = json!([]);
+    r["configErrors"] = json!([]);
+    r
+}
+
+/// The report with an upgrade result (a fixture, under the id in use).
+fn report_with_upgrade(name: &str, id: &str) -> Value {
+    let mut r = base_report();
+    let mut u = fixture(name);
+    u["id"] = json!(id);
+    r["results"]["upgrade"] = u;
+    r
+}
+
 const NS: &str = "shop";
 const PGI: (&str, &str) = ("pgsteward.io", "pginstances");
 
@@ -344,6 +468,7 @@ fn instance_json(spec: Value) -> Value {
 
 struct World {
     fake: FakeApi,
+    pod: FakePod,
     ctx: Arc<Context>,
 }
 
@@ -351,13 +476,26 @@ impl World {
     fn new(spec: Value) -> Self {
         let fake = FakeApi::default();
         fake.seed(PGI.0, PGI.1, instance_json(spec));
-        let ctx = Arc::new(Context::new(
-            fake.client(),
-            Settings::default(),
-            Arc::new(Metrics::default()),
-            Some("test".into()),
-        ));
-        Self { fake, ctx }
+        let pod = FakePod::new(fake.clone());
+        let ctx = Self::context(&fake, &pod);
+        Self { fake, pod, ctx }
+    }
+
+    fn context(fake: &FakeApi, pod: &FakePod) -> Arc<Context> {
+        Arc::new(
+            Context::new(
+                fake.client(),
+                Settings::default(),
+                Arc::new(Metrics::default()),
+                Some("test".into()),
+            )
+            .with_exec(Arc::new(pod.clone())),
+        )
+    }
+
+    /// A new operator process: nothing in memory, same API server and pod.
+    fn restart_operator(&mut self) {
+        self.ctx = Self::context(&self.fake, &self.pod);
     }
 
     /// Reconcile the instance as stored now; return the result and the requests made.
@@ -417,6 +555,7 @@ fn writes(requests: &[Recorded]) -> Vec<String> {
 fn assert_covered_by_rbac(requests: &[Recorded]) {
     for r in requests {
         let verbs: &[&str] = match r.method {
+            Method::GET if r.name.is_none() => &["list"],
             Method::GET => &["get"],
             Method::POST => &["create"],
             Method::DELETE => &["delete"],
@@ -764,4 +903,493 @@ async fn a_malformed_instance_is_reported_not_fatal() {
     let w = writes(&requests);
     assert_eq!(w.len(), 1, "only the Warning event: {w:?}");
     assert!(w[0].contains("events"));
+}
+
+// ------------------------------------------------------------ operations
+
+const IMAGE_17: &str = "ghcr.io/pgsteward/postgres:17-standard-trixie";
+const IMAGE_18: &str = "ghcr.io/pgsteward/postgres:18-standard-trixie";
+
+impl World {
+    /// An instance that runs: finalizer, objects, pod ready, status.
+    async fn running(spec: Value) -> Self {
+        let world = World::new(spec);
+        let _ = world.reconcile().await;
+        let _ = world.reconcile().await;
+        world.pod_becomes_ready();
+        let (result, _) = world.reconcile().await;
+        assert!(result.is_ok(), "{result:?}");
+        world
+    }
+
+    fn instance(&self) -> Value {
+        self.fake.get(PGI.0, PGI.1, NS, "db").unwrap()
+    }
+
+    fn set_spec(&self, f: impl FnOnce(&mut Value), generation: i64) {
+        self.fake.update(PGI.0, PGI.1, NS, "db", |i| {
+            f(&mut i["spec"]);
+            i["metadata"]["generation"] = json!(generation);
+        });
+    }
+
+    fn sts_container(&self) -> Value {
+        let sts = self.fake.get("apps", "statefulsets", NS, "db").unwrap();
+        sts["spec"]["template"]["spec"]["containers"][0].clone()
+    }
+
+    /// The kubelet replaced the pod: it runs `image`, running or crashing
+    /// with `exit`.
+    fn pod_runs(&self, image: &str, exit: Option<i32>) {
+        let state = match exit {
+            None => {
+                json!({"state": {"running": {"startedAt": "2026-11-21T10:00:00Z"}}, "ready": true})
+            }
+            Some(code) => json!({"state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                 "lastState": {"terminated": {"exitCode": code}}, "ready": false}),
+        };
+        let mut cs = json!({"name": "postgres", "image": image, "imageID": "", "restartCount": 1});
+        for (k, v) in state.as_object().unwrap() {
+            cs[k] = v.clone();
+        }
+        self.fake.seed(
+            "",
+            "pods",
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "db-0", "namespace": NS, "uid": format!("pod-{image}")},
+                   "spec": {"containers": [{"name": "postgres", "image": image}]},
+                   "status": {"phase": "Running", "containerStatuses": [cs]}}),
+        );
+    }
+}
+
+fn env_of(container: &Value, name: &str) -> Option<String> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str().map(String::from))
+}
+
+/// The reasons of the events a reconcile published.
+fn event_reasons(requests: &[Recorded]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r.resource == "events" && r.method == Method::POST)
+        .filter_map(|r| r.body.as_ref()?["reason"].as_str().map(String::from))
+        .collect()
+}
+
+fn non_event_writes(requests: &[Recorded]) -> Vec<String> {
+    writes(requests)
+        .into_iter()
+        .filter(|w| !w.contains("events"))
+        .collect()
+}
+
+fn spec_at(major: u32) -> Value {
+    let mut s = minimal_spec();
+    s["postgresVersion"] = json!(major);
+    s
+}
+
+#[tokio::test]
+async fn an_upgrade_moves_the_image_follows_the_result_and_records_the_new_major() {
+    let world = World::running(spec_at(17)).await;
+    assert_eq!(world.instance()["status"]["postgresVersion"], 17);
+    assert_eq!(world.instance()["status"]["image"], IMAGE_17);
+
+    world.set_spec(|s| s["postgresVersion"] = json!(18), 2);
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_covered_by_rbac(&requests);
+    // The operation is recorded before the StatefulSet changes.
+    let w = non_event_writes(&requests);
+    assert_eq!(
+        w,
+        vec![
+            "PATCH pgsteward.io/pginstances/status/db",
+            "PATCH apps/statefulsets/db",
+            "PATCH pgsteward.io/pginstances/status/db",
+        ]
+    );
+    let first = requests
+        .iter()
+        .find(|r| r.resource == "pginstances/status")
+        .unwrap();
+    assert_eq!(
+        first.body.as_ref().unwrap()["status"]["operation"]["id"],
+        "upgrade-17-to-18-g2"
+    );
+    let c = world.sts_container();
+    assert_eq!(c["image"], IMAGE_18);
+    assert_eq!(
+        env_of(&c, "PGSTEWARD_UPGRADE_ID").as_deref(),
+        Some("upgrade-17-to-18-g2")
+    );
+    assert_eq!(
+        env_of(&c, "PGDATA").as_deref(),
+        Some("/var/lib/postgresql/18/docker")
+    );
+    assert_eq!(world.condition("Upgrading")["status"], "True");
+    assert_eq!(world.condition("Upgrading")["reason"], "InProgress");
+    assert!(event_reasons(&requests).contains(&"UpgradeStarted".to_string()));
+
+    // The new image upgraded the data; post-upgrade work runs.
+    world.pod_runs(IMAGE_18, None);
+    world.pod.set_report(Some(report_with_upgrade(
+        "upgrade-running-cleanup.json",
+        "upgrade-17-to-18-g2",
+    )));
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        !non_event_writes(&requests)
+            .iter()
+            .any(|w| w.contains("statefulsets"))
+    );
+    assert_eq!(world.condition("Upgrading")["reason"], "PostUpgrade");
+    assert!(
+        world.condition("Upgrading")["message"]
+            .as_str()
+            .unwrap()
+            .contains("step cleanup")
+    );
+
+    // Backed up and cleaned up: done.
+    world.pod.set_report(Some(report_with_upgrade(
+        "upgrade-succeeded.json",
+        "upgrade-17-to-18-g2",
+    )));
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    let i = world.instance();
+    assert_eq!(i["status"]["postgresVersion"], 18);
+    assert_eq!(i["status"]["image"], IMAGE_18);
+    assert!(i["status"]["operation"].is_null(), "{}", i["status"]);
+    assert_eq!(world.condition("Upgrading")["status"], "False");
+    assert_eq!(world.condition("Upgrading")["reason"], "Succeeded");
+    assert!(
+        world.condition("Upgrading")["message"]
+            .as_str()
+            .unwrap()
+            .contains("old data directory removed")
+    );
+    assert_eq!(world.condition("Degraded")["status"], "False");
+    assert!(event_reasons(&requests).contains(&"UpgradeSucceeded".to_string()));
+    // The request id stays on the template: removing it would restart the pod.
+    assert_eq!(
+        env_of(&world.sts_container(), "PGSTEWARD_UPGRADE_ID").as_deref(),
+        Some("upgrade-17-to-18-g2")
+    );
+    assert!(
+        !non_event_writes(&requests)
+            .iter()
+            .any(|w| w.contains("statefulsets"))
+    );
+}
+
+#[tokio::test]
+async fn a_failed_upgrade_puts_the_previous_image_back_and_waits_for_a_spec_change() {
+    let world = World::running(spec_at(17)).await;
+    world.set_spec(|s| s["postgresVersion"] = json!(18), 2);
+    let _ = world.reconcile().await;
+    assert_eq!(world.sts_container()["image"], IMAGE_18);
+
+    // The new image rolls the upgrade back and exits 1 at every start, so
+    // exec cannot reach it: the exit code decides.
+    world.pod_runs(IMAGE_18, Some(1));
+    world.pod.set_report(None);
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_covered_by_rbac(&requests);
+    let c = world.sts_container();
+    assert_eq!(c["image"], IMAGE_17, "the previous image is back");
+    assert_eq!(
+        env_of(&c, "PGDATA").as_deref(),
+        Some("/var/lib/postgresql/17/docker")
+    );
+    assert_eq!(env_of(&c, "PGSTEWARD_UPGRADE_ID"), None);
+    assert_eq!(world.condition("Degraded")["status"], "True");
+    assert_eq!(world.condition("Degraded")["reason"], "UpgradeFailed");
+    assert_eq!(world.condition("Upgrading")["reason"], "RolledBack");
+    assert!(event_reasons(&requests).contains(&"UpgradeRolledBack".to_string()));
+    let failed = world.instance()["status"]["failedUpgrade"].clone();
+    assert_eq!(failed["id"], "upgrade-17-to-18-g2");
+    assert_eq!(failed["generation"], 2);
+
+    // The old image runs the old cluster; its report has the image's
+    // result, which fills in the failing step and pg_upgrade's message.
+    world.pod_runs(IMAGE_17, None);
+    world.pod.set_report(Some(report_with_upgrade(
+        "upgrade-rolled_back-check.json",
+        "upgrade-17-to-18-g2",
+    )));
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        !non_event_writes(&requests)
+            .iter()
+            .any(|w| w.contains("statefulsets"))
+    );
+    let i = world.instance();
+    assert_eq!(i["status"]["failedUpgrade"]["step"], "check");
+    assert_eq!(i["status"]["postgresVersion"], 17);
+    let degraded = world.condition("Degraded")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(degraded.contains("at step check"), "{degraded}");
+    assert!(degraded.contains("could not access file"), "{degraded}");
+    assert!(
+        degraded.contains("not retried until the spec changes"),
+        "{degraded}"
+    );
+
+    // Not retried while the spec stays: no write at all.
+    let (_, requests) = world.reconcile().await;
+    assert_eq!(non_event_writes(&requests), Vec::<String>::new());
+    assert_eq!(world.sts_container()["image"], IMAGE_17);
+
+    // A spec change retries, under a new id.
+    world.set_spec(
+        |s| s["config"] = json!({"parameters": {"work_mem": "8MB"}}),
+        3,
+    );
+    let (result, _) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    let c = world.sts_container();
+    assert_eq!(c["image"], IMAGE_18);
+    assert_eq!(
+        env_of(&c, "PGSTEWARD_UPGRADE_ID").as_deref(),
+        Some("upgrade-17-to-18-g3")
+    );
+    assert!(world.instance()["status"]["failedUpgrade"].is_null());
+}
+
+#[tokio::test]
+async fn an_operator_restarted_mid_upgrade_resumes_without_starting_again() {
+    let mut world = World::running(spec_at(17)).await;
+    world.set_spec(|s| s["postgresVersion"] = json!(18), 2);
+    // The operator recorded the upgrade, then died before moving the
+    // StatefulSet (status written, StatefulSet still on 17).
+    world.fake.update(PGI.0, PGI.1, NS, "db", |i| {
+        i["status"]["operation"] = json!({"kind": "upgrade", "id": "upgrade-17-to-18-g2",
+            "startedAt": "2026-11-21T10:00:00Z", "fromMajor": 17, "fromImage": IMAGE_17, "toMajor": 18});
+    });
+    assert_eq!(world.sts_container()["image"], IMAGE_17);
+    world.restart_operator();
+    // Meanwhile the spec changed again: the recorded request still wins.
+    world.set_spec(
+        |s| s["config"] = json!({"parameters": {"work_mem": "8MB"}}),
+        3,
+    );
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(!event_reasons(&requests).contains(&"UpgradeStarted".to_string()));
+    let c = world.sts_container();
+    assert_eq!(c["image"], IMAGE_18);
+    assert_eq!(
+        env_of(&c, "PGSTEWARD_UPGRADE_ID").as_deref(),
+        Some("upgrade-17-to-18-g2")
+    );
+    assert_eq!(
+        world.instance()["status"]["operation"]["id"],
+        "upgrade-17-to-18-g2"
+    );
+    assert_eq!(
+        world.instance()["status"]["operation"]["startedAt"],
+        "2026-11-21T10:00:00Z"
+    );
+
+    // Restarted again while the image works: nothing is re-applied.
+    world.pod_runs(IMAGE_18, None);
+    world.pod.set_report(Some(report_with_upgrade(
+        "upgrade-running-cleanup.json",
+        "upgrade-17-to-18-g2",
+    )));
+    world.restart_operator();
+    world.pod.take_calls();
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        !non_event_writes(&requests)
+            .iter()
+            .any(|w| w.contains("statefulsets"))
+    );
+    assert!(!event_reasons(&requests).contains(&"UpgradeStarted".to_string()));
+    let calls = world.pod.take_calls();
+    assert!(calls.iter().all(|c| c[0] != "backup.sh"), "{calls:?}");
+    assert_eq!(world.condition("Upgrading")["status"], "True");
+    assert_eq!(
+        world.instance()["status"]["operation"]["id"],
+        "upgrade-17-to-18-g2"
+    );
+}
+
+fn pgbackup_json(name: &str, instance: &str, created: &str, status: Option<Value>) -> Value {
+    let mut b = json!({"apiVersion": "pgsteward.io/v1alpha1", "kind": "PgBackup",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("pgb-{name}"),
+                     "generation": 1, "creationTimestamp": created},
+        "spec": {"instanceRef": {"name": instance}}});
+    if let Some(s) = status {
+        b["status"] = s;
+    }
+    b
+}
+
+async fn reconcile_backup(
+    world: &World,
+    name: &str,
+) -> (
+    Result<kube::runtime::controller::Action, pgsteward_operator::Error>,
+    Vec<Recorded>,
+) {
+    world.fake.take_requests();
+    let stored = world.fake.get(PGI.0, "pgbackups", NS, name).unwrap();
+    let guard: DeserializeGuard<pgsteward_api::PgBackup> = serde_json::from_value(stored).unwrap();
+    let result = pgsteward_operator::backups::reconcile(Arc::new(guard), world.ctx.clone()).await;
+    (result, world.fake.take_requests())
+}
+
+#[tokio::test]
+async fn a_backup_request_runs_backup_sh_in_the_pod_and_reports_the_result() {
+    let world = World::running(minimal_spec()).await;
+    assert_eq!(world.condition("Ready")["status"], "True");
+    world.fake.seed(
+        PGI.0,
+        "pgbackups",
+        pgbackup_json("nightly", "db", "2026-11-21T10:00:00Z", None),
+    );
+    let mut result = fixture("backup-succeeded.json");
+    result["id"] = json!("pgb-nightly");
+    world.pod.script.once(
+        &["backup.sh"],
+        ExecOutput {
+            exit_code: 0,
+            stdout: serde_json::to_string_pretty(&result).unwrap(),
+            stderr: "backup.sh: backup-push ...\n".into(),
+        },
+    );
+    world.pod.take_calls();
+    let (r, requests) = reconcile_backup(&world, "nightly").await;
+    assert!(r.is_ok(), "{r:?}");
+    assert_covered_by_rbac(&requests);
+    assert_eq!(
+        world.pod.take_calls(),
+        vec![vec![
+            "backup.sh".to_string(),
+            "--id".into(),
+            "pgb-nightly".into()
+        ]]
+    );
+    assert_eq!(
+        writes(&requests),
+        vec![
+            "PATCH pgsteward.io/pgbackups/status/nightly",
+            "PATCH pgsteward.io/pgbackups/status/nightly"
+        ],
+        "Running, then the result"
+    );
+    let running = &requests
+        .iter()
+        .find(|r| r.is_write())
+        .unwrap()
+        .body
+        .as_ref()
+        .unwrap()["status"];
+    assert_eq!(running["phase"], "Running");
+    let b = world.fake.get(PGI.0, "pgbackups", NS, "nightly").unwrap();
+    let st = &b["status"];
+    assert_eq!(st["phase"], "Succeeded");
+    assert_eq!(st["backupName"], result["details"]["backupName"]);
+    assert_eq!(st["startLsn"], result["details"]["startLsn"]);
+    assert_eq!(st["finishLsn"], result["details"]["finishLsn"]);
+    assert_eq!(st["startedAt"], result["details"]["startTime"]);
+    assert_eq!(st["finishedAt"], result["details"]["finishTime"]);
+    assert_eq!(st["backupId"], "pgb-nightly");
+    assert!(st["message"].as_str().unwrap().contains("taken"));
+
+    // Finished: reconciling again does nothing.
+    let (r, requests) = reconcile_backup(&world, "nightly").await;
+    assert!(r.is_ok());
+    assert!(requests.is_empty(), "{:?}", writes(&requests));
+    assert!(world.pod.take_calls().is_empty());
+}
+
+#[tokio::test]
+async fn backups_of_a_missing_instance_fail_and_a_second_one_waits() {
+    let world = World::running(minimal_spec()).await;
+    world.fake.seed(
+        PGI.0,
+        "pgbackups",
+        pgbackup_json("orphan", "nope", "2026-11-21T10:00:00Z", None),
+    );
+    world.fake.seed(
+        PGI.0,
+        "pgbackups",
+        pgbackup_json(
+            "first",
+            "db",
+            "2026-11-21T09:00:00Z",
+            Some(json!({"phase": "Running", "backupId": "pgb-first"})),
+        ),
+    );
+    world.fake.seed(
+        PGI.0,
+        "pgbackups",
+        pgbackup_json("second", "db", "2026-11-21T10:00:00Z", None),
+    );
+    let (r, requests) = reconcile_backup(&world, "orphan").await;
+    assert!(r.is_ok(), "{r:?}");
+    assert_covered_by_rbac(&requests);
+    let st = world.fake.get(PGI.0, "pgbackups", NS, "orphan").unwrap()["status"].clone();
+    assert_eq!(st["phase"], "Failed");
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap()
+            .contains("PgInstance shop/nope does not exist")
+    );
+
+    let (r, requests) = reconcile_backup(&world, "second").await;
+    assert_eq!(
+        r.unwrap(),
+        kube::runtime::controller::Action::requeue(pgsteward_operator::backups::WAIT)
+    );
+    assert_covered_by_rbac(&requests);
+    let st = world.fake.get(PGI.0, "pgbackups", NS, "second").unwrap()["status"].clone();
+    assert_eq!(st["phase"], "Pending");
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for PgBackup first, which is running")
+    );
+    assert!(world.pod.take_calls().iter().all(|c| c[0] != "backup.sh"));
+
+    // The running one is resumed with its id; backup.sh says another run
+    // (itself) still holds the lock: it stays Running.
+    world.pod.script.once(
+        &["backup.sh"],
+        ExecOutput {
+            exit_code: 5,
+            stdout: String::new(),
+            stderr: "another backup holds the lock\n".into(),
+        },
+    );
+    let (r, _) = reconcile_backup(&world, "first").await;
+    assert!(r.is_ok(), "{r:?}");
+    let st = world.fake.get(PGI.0, "pgbackups", NS, "first").unwrap()["status"].clone();
+    assert_eq!(st["phase"], "Running");
+    assert!(st["message"].as_str().unwrap().contains("holds the lock"));
+    let calls = world.pod.take_calls();
+    assert!(
+        calls.contains(&vec![
+            "backup.sh".to_string(),
+            "--id".into(),
+            "pgb-first".into()
+        ]),
+        "{calls:?}"
+    );
 }

@@ -1,0 +1,242 @@
+//! The PgBackup controller: an on-demand backup is an exec of
+//! `backup.sh --id <uid> [--permanent]` in the instance's pod, whose result
+//! becomes the PgBackup's status.
+//!
+//! - A missing instance, or one without backup storage: Failed at once,
+//!   with a message (the spec of a PgBackup cannot change, so waiting could
+//!   not help; create a new PgBackup).
+//! - An instance that is not Ready, runs an operation (upgrade, restore,
+//!   restart), or is being backed up by another PgBackup: Pending, with a
+//!   message that says what it waits for; checked again every 30 s. The
+//!   oldest waiting PgBackup goes first.
+//! - Running is written before the exec. A restarted operator finds it
+//!   Running and execs again with the same id: `backup.sh` then prints the
+//!   result it already has, or exits 5 while that backup still holds the
+//!   lock (checked again later). No backup is taken twice.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    core::error_boundary::DeserializeGuard,
+    runtime::{Controller, controller::Action, watcher},
+};
+use pgsteward_api::{PgBackup, PgBackupStatus, PgInstance, backup::BackupPhase};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::{
+    act::{self, BackupGate},
+    build::{FIELD_MANAGER, names},
+    controller::Context,
+    error::{Error, Result, chain},
+    image_state::{self, BackupResult},
+};
+
+/// How long one backup may take before the operator stops waiting for
+/// its exec (the backup itself goes on in the pod; the next exec with the
+/// same id picks up its result).
+pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// How often a waiting PgBackup is checked again.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+fn pending(prior: &PgBackupStatus, message: String) -> PgBackupStatus {
+    PgBackupStatus {
+        phase: Some(BackupPhase::Pending),
+        message: Some(message),
+        ..prior.clone()
+    }
+}
+
+/// Write a PgBackup's status by server-side apply, when it changed.
+async fn write(client: &Client, backup: &PgBackup, status: &PgBackupStatus) -> Result<()> {
+    if backup.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let name = backup.name_any();
+    let api: Api<PgBackup> =
+        Api::namespaced(client.clone(), &backup.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "pgsteward.io/v1alpha1",
+        "kind": "PgBackup",
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::Operate {
+        what: format!("write the status of PgBackup {name}"),
+        source,
+    })
+}
+
+/// Reconcile one PgBackup.
+pub async fn reconcile(obj: Arc<DeserializeGuard<PgBackup>>, ctx: Arc<Context>) -> Result<Action> {
+    let backup = match &obj.0 {
+        Ok(b) => b.clone(),
+        Err(invalid) => {
+            warn!(name = ?invalid.metadata.name, "a PgBackup that cannot be read is ignored");
+            return Ok(Action::await_change());
+        }
+    };
+    let span = info_span!("backup", pgbackup = %backup.name_any());
+    reconcile_backup(&backup, &ctx).instrument(span).await
+}
+
+async fn reconcile_backup(backup: &PgBackup, ctx: &Context) -> Result<Action> {
+    let prior = backup.status.clone().unwrap_or_default();
+    if matches!(
+        prior.phase,
+        Some(BackupPhase::Succeeded | BackupPhase::Failed)
+    ) || backup.metadata.deletion_timestamp.is_some()
+    {
+        return Ok(Action::await_change());
+    }
+    let ns = backup.namespace().unwrap_or_else(|| "default".into());
+    let target = &backup.spec.instance_ref.name;
+    let instance = Api::<PgInstance>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(target)
+        .await
+        .map_err(|source| Error::Observe {
+            kind: "PgInstance".into(),
+            name: target.clone(),
+            source,
+        })?;
+    let gate = if prior.phase == Some(BackupPhase::Running) && instance.is_some() {
+        // Under way: resume whatever the instance does now.
+        BackupGate::Go
+    } else {
+        let others = Api::<PgBackup>::namespaced(ctx.client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(|source| Error::Observe {
+                kind: "PgBackup".into(),
+                name: "*".into(),
+                source,
+            })?
+            .items;
+        act::backup_gate(backup, instance.as_ref(), &others)
+    };
+    let id = backup.uid().unwrap_or_else(|| backup.name_any());
+    match gate {
+        BackupGate::Fail(message) => {
+            info!(%message, "backup refused");
+            let next = PgBackupStatus {
+                phase: Some(BackupPhase::Failed),
+                message: Some(message),
+                observed_generation: backup.metadata.generation,
+                ..prior.clone()
+            };
+            write(&ctx.client, backup, &next).await?;
+            Ok(Action::await_change())
+        }
+        BackupGate::Wait(message) => {
+            let mut next = pending(&prior, message);
+            next.observed_generation = backup.metadata.generation;
+            write(&ctx.client, backup, &next).await?;
+            Ok(Action::requeue(WAIT))
+        }
+        BackupGate::Go => {
+            let pod = names::pod(target);
+            let running = PgBackupStatus {
+                phase: Some(BackupPhase::Running),
+                started_at: prior.started_at.clone().or_else(|| {
+                    Some(
+                        Timestamp::from_second(Timestamp::now().as_second())
+                            .unwrap_or(Timestamp::now())
+                            .to_string(),
+                    )
+                }),
+                backup_id: Some(id.clone()),
+                message: Some(format!("backup.sh --id {id} runs in pod {pod}")),
+                observed_generation: backup.metadata.generation,
+                ..prior.clone()
+            };
+            write(&ctx.client, backup, &running).await?;
+            let command = act::backup_command(&id, backup.spec.permanent.unwrap_or(false));
+            let out = match ctx.exec.exec(&ns, &pod, command, BACKUP_TIMEOUT).await {
+                Ok(out) => out,
+                Err(e) => {
+                    let text = chain(&e);
+                    warn!(error = %text, "backup exec failed; retrying with the same id");
+                    let next = PgBackupStatus {
+                        message: Some(format!(
+                            "could not reach pod {pod} ({text}); retrying with the same id"
+                        )),
+                        ..running.clone()
+                    };
+                    let mut current = backup.clone();
+                    current.status = Some(running);
+                    write(&ctx.client, &current, &next).await?;
+                    return Ok(Action::requeue(WAIT));
+                }
+            };
+            let mut current = backup.clone();
+            current.status = Some(running.clone());
+            let next = match image_state::last_json_object::<BackupResult>(&out.stdout) {
+                Ok(result) if result.id == id => {
+                    act::backup_status_from_result(&running, &result, out.exit_code)
+                }
+                _ => {
+                    match act::backup_status_without_result(&running, out.exit_code, &out.stderr) {
+                        Some(s) => s,
+                        None => {
+                            let next = PgBackupStatus {
+                                message: Some(format!(
+                                    "another backup holds the lock in pod {pod} (a scheduled one, or this one still running); checking again in {} s",
+                                    WAIT.as_secs()
+                                )),
+                                ..running
+                            };
+                            write(&ctx.client, &current, &next).await?;
+                            return Ok(Action::requeue(WAIT));
+                        }
+                    }
+                }
+            };
+            info!(phase = ?next.phase, message = ?next.message, "backup finished");
+            write(&ctx.client, &current, &next).await?;
+            Ok(match next.phase {
+                Some(BackupPhase::Running) => Action::requeue(WAIT),
+                _ => Action::await_change(),
+            })
+        }
+    }
+}
+
+/// Retry after an API error.
+pub fn error_policy(
+    _obj: Arc<DeserializeGuard<PgBackup>>,
+    err: &Error,
+    _ctx: Arc<Context>,
+) -> Action {
+    warn!(error = %chain(err), "PgBackup reconcile failed");
+    Action::requeue(crate::controller::backoff(3, err.api_status()))
+}
+
+/// Run the PgBackup controller for one namespace (or all) until shutdown.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<DeserializeGuard<PgBackup>> = match &namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    Controller::new(api, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %chain(&e), "backup controller event");
+            }
+        })
+        .await;
+}
