@@ -103,6 +103,15 @@ for crd in pginstances.pgsteward.io pgbackups.pgsteward.io; do
 done
 check "the installed PgInstance CRD has the status subresource and short name pgi" \
   bash -c "kubectl get crd pginstances.pgsteward.io -o jsonpath='{.spec.versions[0].subresources.status}{\" \"}{.spec.names.shortNames[0]}' | grep -q '{} pgi'"
+# Every later check creates PgInstances or PgBackups: without both CRDs they
+# would only repeat this failure (and `set -e` would stop the script half-way
+# with no summary), so stop here with the count.
+if ! kubectl wait --for=condition=Established --timeout=30s \
+  crd/pginstances.pgsteward.io crd/pgbackups.pgsteward.io >/dev/null 2>&1; then
+  echo "Bail out! the PgInstance and PgBackup CRDs are not both Established; no later check can run"
+  echo "cluster: $passed passed, $failed failed"
+  exit 1
+fi
 
 # ------------------------------------------------------------------ 2. CEL rules
 # Split the shared cases into manifests: cases.tsv holds, per case, its index,
