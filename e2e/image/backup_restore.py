@@ -105,9 +105,23 @@ def wal_dir(storage: Path, major: int) -> Path:
     return storage / str(major) / "wal_005"
 
 
+COMPRESSION_SUFFIXES = (".lz4", ".zst", ".br", ".lzma", ".gz")  # real WAL-G compresses; the stand-in does not
+
+
 def archived(storage: Path, major: int) -> list[str]:
+    """WAL file names in the archive, without WAL-G's compression suffix."""
     d = wal_dir(storage, major)
-    return sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) if d.is_dir() else []
+    if not d.is_dir():
+        return []
+    names = []
+    for p in d.iterdir():
+        if p.name.startswith("."):
+            continue
+        name = p.name
+        for suffix in COMPRESSION_SUFFIXES:
+            name = name.removesuffix(suffix)
+        names.append(name)
+    return sorted(names)
 
 
 def restore_env(mode: str, request_id: str, target: str = "latest", value: str | None = None,

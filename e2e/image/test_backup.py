@@ -48,6 +48,10 @@ def test_retention_keeps_exactly_n_full_backups_and_drops_older_wal(make_instanc
         taken.append(inst.result("backup", f"b{i}")["details"]["backupName"])
     result = inst.result("backup", "b3")
     assert backup_names(inst) == taken[-2:], "exactly the two newest full backups are kept"
+    # Without --confirm, wal-g's retention is a dry run.
+    inst.run([harness.walg_bin(), "delete", "retain", "FULL", "1"],
+             WALG_FILE_PREFIX=inst.storage / str(inst.major))
+    assert backup_names(inst) == taken[-2:]
     assert [b["name"] for b in result["details"]["backups"]] == taken[-2:]
     assert result["details"]["firstRecoverabilityPoint"] == result["details"]["backups"][0]["finishTime"]
     oldest_kept = result["details"]["backups"][0]["walFileName"]

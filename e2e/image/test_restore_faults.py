@@ -87,3 +87,30 @@ def test_storage_outage_during_recovery_aborts_instead_of_promoting(make_instanc
     inst.start(**request)
     assert ids(inst) == [1, 2, 3, 4, 5, 6] and timeline(inst) == 1
     check_fixture("restore-rolled_back-outage", result)
+
+
+def test_restore_to_latest_follows_the_newest_timeline_and_checks_it_for_gaps(make_instance):
+    inst = start_primary(make_instance)
+    backup(inst, "--id", "base")
+    points = {i: commit_row(inst, i) for i in (1, 2, 3)}
+    wait_archived(inst)
+    inst.stop()
+    inst.start(**restore_env("in-place", "r-1", "time", points[2]["time_after"]))
+    assert ids(inst) == [1, 2] and timeline(inst) == 2
+    commit_row(inst, 7)
+    row7_segment = inst.query("select pg_walfile_name(pg_current_wal_lsn())")
+    switch_wal(inst)
+    commit_row(inst, 8)
+    wait_archived(inst)
+    assert row7_segment.startswith("00000002")
+    inst.stop()
+    # From the timeline-1 backup, through the switch to timeline 2, to its end.
+    inst.start(**restore_env("in-place", "r-2", "latest"))
+    assert ids(inst) == [1, 2, 7, 8] and timeline(inst) == 3
+    assert "along timeline(s) 1 2" in (inst.log())
+    wait_archived(inst)
+    remove_from_archive(inst, row7_segment)
+    run = inst.script("restore.sh", "in-place", "--id", "r-3", "--target", "latest", check=False)
+    assert run.returncode == 2, run.stderr
+    assert row7_segment in json.loads(run.stdout)["message"]
+    assert inst.proc.poll() is None and ids(inst) == [1, 2, 7, 8]
