@@ -320,7 +320,7 @@ async fn reconcile_instance(instance: Arc<PgInstance>, ctx: &Context) -> Result<
     );
     finalizer(&api, FINALIZER, instance, |event| async move {
         match event {
-            finalizer::Event::Apply(instance) => apply_instance(&instance, ctx).await,
+            finalizer::Event::Apply(instance) => Box::pin(apply_instance(&instance, ctx)).await,
             finalizer::Event::Cleanup(instance) => cleanup(&instance, ctx).await,
         }
     })
@@ -344,7 +344,7 @@ fn new_password() -> String {
 
 /// observe → validate → act (decide) → build → apply → act (pod) → status.
 pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Action> {
-    let observed = observe::observe(&ctx.client, instance).await?;
+    let observed = Box::pin(observe::observe(&ctx.client, instance)).await?;
     let now = Timestamp::now();
     let ns = instance.namespace().unwrap_or_else(|| "default".into());
     let pod_name = names::pod(&instance.name_any());
@@ -354,7 +354,7 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
         .map(container_state)
         .unwrap_or((false, None, None));
     let mut report = if running {
-        read_report(ctx, &ns, &pod_name).await
+        Box::pin(read_report(ctx, &ns, &pod_name)).await
     } else {
         None
     };
@@ -365,11 +365,11 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
     if report.as_ref().is_some_and(|r| r.server.running)
         && config_revision.as_deref() != Some(desired_revision.as_str())
         && prior_status.operation.is_none()
-        && reload_config(ctx, &ns, &pod_name, instance).await
+        && Box::pin(reload_config(ctx, &ns, &pod_name, instance)).await
     {
         info!(revision = %desired_revision, "configuration reloaded");
         config_revision = Some(desired_revision.clone());
-        report = read_report(ctx, &ns, &pod_name).await.or(report);
+        report = Box::pin(read_report(ctx, &ns, &pod_name)).await.or(report);
     }
     match validate::validate(instance, &observed) {
         Ok(valid) => {
@@ -389,7 +389,7 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
                 let mut first = prior_status.clone();
                 first.operation = plan.operation.clone();
                 first.last_restore = plan.last_restore.clone();
-                write_status(&current, &first, ctx).await?;
+                Box::pin(write_status(&current, &first, ctx)).await?;
                 current.status = Some(first);
             }
             let password = if instance.spec.superuser_secret_ref.is_none()
@@ -400,7 +400,7 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
                 String::new()
             };
             let desired = build::build_with(instance, &valid, &observed, &password, &plan.run);
-            let applied = apply::apply(&ctx.client, desired, &observed).await?;
+            let applied = Box::pin(apply::apply(&ctx.client, desired, &observed)).await?;
             for w in &applied.written {
                 ctx.metrics
                     .object_written(w.split('/').next().unwrap_or_default());
@@ -476,7 +476,7 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
                 plan.conditions.clone(),
                 now,
             );
-            write_status(&current, &next, ctx).await?;
+            Box::pin(write_status(&current, &next, ctx)).await?;
             let ready = health.ready && health.rolled_out;
             let settled = next.operation.is_none()
                 && config_revision.as_deref() == Some(desired_revision.as_str());

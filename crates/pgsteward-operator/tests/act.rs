@@ -1023,3 +1023,134 @@ fn real_pgsteward_status_documents_drive_reload_restart_and_restore_progress() {
         other => panic!("{other:?}"),
     }
 }
+
+// ------------------------------------------------------------------- plan
+
+fn running_instance(spec: Value, status: Value) -> PgInstance {
+    serde_json::from_value(json!({
+        "apiVersion": "pgsteward.io/v1alpha1", "kind": "PgInstance",
+        "metadata": {"name": "db", "namespace": "shop", "generation": 4, "uid": "u1"},
+        "spec": spec, "status": status,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_restore_and_an_upgrade_requested_at_once_run_restore_first_and_status_says_what_waits() {
+    let settings = pgsteward_operator::build::Settings::default();
+    let spec = json!({"postgresVersion": 18, "storage": {"size": "1Gi"},
+        "backup": {"file": {"path": "/backups"}},
+        "restore": {"requestId": "r-1", "target": {"latest": true}}});
+    let status = json!({"postgresVersion": 17, "image": "ghcr.io/pgsteward/postgres:17-standard-trixie",
+        "conditions": []});
+    let now = ts("2026-11-21T07:00:00Z");
+    let i = running_instance(spec.clone(), status);
+    let p = act::plan(&i, &settings, None, &act::PodView::default(), now);
+    assert_eq!(
+        p.operation.as_ref().map(|o| o.kind.as_str()),
+        Some("restore")
+    );
+    assert!(p.record_first);
+    assert_eq!(p.run.major, 17, "the restore runs on the current major");
+    assert_eq!(p.run.image, "ghcr.io/pgsteward/postgres:17-standard-trixie");
+    assert_eq!(p.run.upgrade_id, None);
+    assert_eq!(p.run.restore.as_ref().map(|r| r.id.as_str()), Some("r-1"));
+    let waiting = p.waiting.clone().unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert!(
+        waiting[0].contains("upgrade to PostgreSQL 18 waits for restore r-1"),
+        "{waiting:?}"
+    );
+    let upgrading = p
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Upgrading")
+        .unwrap();
+    assert_eq!(
+        (upgrading.status.as_str(), upgrading.reason.as_str()),
+        ("False", "Waiting")
+    );
+
+    // Once the restore has its result, the upgrade starts.
+    let done = json!({"postgresVersion": 17, "image": "ghcr.io/pgsteward/postgres:17-standard-trixie",
+        "conditions": [], "lastRestore": {"requestId": "r-1", "outcome": "succeeded"}});
+    let i = running_instance(spec, done);
+    let p = act::plan(&i, &settings, None, &act::PodView::default(), now);
+    let op = p.operation.unwrap();
+    assert_eq!(
+        (op.kind.as_str(), op.id.as_str()),
+        ("upgrade", "upgrade-17-to-18-g4")
+    );
+    assert_eq!(p.run.major, 18);
+    assert_eq!(p.run.upgrade_id.as_deref(), Some("upgrade-17-to-18-g4"));
+    // The finished restore request stays on the template.
+    assert_eq!(p.run.restore.as_ref().map(|r| r.id.as_str()), Some("r-1"));
+    assert_eq!(p.waiting, None);
+}
+
+#[test]
+fn the_pod_environment_carries_the_requests_and_an_in_place_restore_replaces_bootstrap() {
+    use pgsteward_operator::build::{self, RestoreRequest, Run};
+    let i = running_instance(
+        json!({"postgresVersion": 18, "storage": {"size": "1Gi"},
+               "backup": {"file": {"path": "/backups"}},
+               "bootstrap": {"recovery": {"target": {"latest": true}}}}),
+        json!({"postgresVersion": 17}),
+    );
+    let env = |run: &Run| -> Vec<(String, String)> {
+        build::container_env_for(&i, run)
+            .into_iter()
+            .filter(|e| {
+                e.name.starts_with("PGSTEWARD_RESTORE")
+                    || e.name == "PGSTEWARD_UPGRADE_ID"
+                    || e.name == "PGDATA"
+            })
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect()
+    };
+    let rollback = Run {
+        major: 17,
+        image: "img:17".into(),
+        upgrade_id: None,
+        restore: None,
+    };
+    let e = env(&rollback);
+    assert_eq!(
+        e[0],
+        ("PGDATA".into(), "/var/lib/postgresql/17/docker".into())
+    );
+    assert!(
+        e.iter()
+            .any(|(k, v)| k == "PGSTEWARD_RESTORE_MODE" && v == "bootstrap")
+    );
+    let upgrade = Run {
+        major: 18,
+        upgrade_id: Some("upgrade-17-to-18-g4".into()),
+        ..rollback.clone()
+    };
+    assert!(env(&upgrade).contains(&("PGSTEWARD_UPGRADE_ID".into(), "upgrade-17-to-18-g4".into())));
+    let restore = Run {
+        major: 18,
+        restore: Some(RestoreRequest {
+            id: "r-1".into(),
+            target: "time".into(),
+            target_value: Some("2026-11-21T06:30:00Z".into()),
+            backup: "LATEST".into(),
+        }),
+        ..rollback
+    };
+    assert_eq!(
+        env(&restore),
+        vec![
+            ("PGDATA".into(), "/var/lib/postgresql/18/docker".into()),
+            ("PGSTEWARD_RESTORE_ID".into(), "r-1".into()),
+            ("PGSTEWARD_RESTORE_MODE".into(), "in-place".into()),
+            ("PGSTEWARD_RESTORE_TARGET".into(), "time".into()),
+            (
+                "PGSTEWARD_RESTORE_TARGET_VALUE".into(),
+                "2026-11-21T06:30:00Z".into()
+            ),
+            ("PGSTEWARD_RESTORE_BACKUP".into(), "LATEST".into()),
+        ]
+    );
+}

@@ -907,6 +907,9 @@ async fn a_malformed_instance_is_reported_not_fatal() {
 
 // ------------------------------------------------------------ operations
 
+/// Each pod the fake kubelet creates is a new one.
+static POD_UIDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 const IMAGE_17: &str = "ghcr.io/pgsteward/postgres:17-standard-trixie";
 const IMAGE_18: &str = "ghcr.io/pgsteward/postgres:18-standard-trixie";
 
@@ -956,7 +959,7 @@ impl World {
             "",
             "pods",
             json!({"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": "db-0", "namespace": NS, "uid": format!("pod-{image}")},
+                   "metadata": {"name": "db-0", "namespace": NS, "uid": format!("pod-{}", POD_UIDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed))},
                    "spec": {"containers": [{"name": "postgres", "image": image}]},
                    "status": {"phase": "Running", "containerStatuses": [cs]}}),
         );
@@ -1391,5 +1394,193 @@ async fn backups_of_a_missing_instance_fail_and_a_second_one_waits() {
             "pgb-first".into()
         ]),
         "{calls:?}"
+    );
+}
+
+fn report_with(kind: &str, name: &str, id: &str) -> Value {
+    let mut r = base_report();
+    let mut v = fixture(name);
+    v["id"] = json!(id);
+    r["results"][kind] = v;
+    r
+}
+
+#[tokio::test]
+async fn an_in_place_restore_is_requested_on_the_pod_and_its_result_recorded() {
+    let world = World::running(minimal_spec()).await;
+    world.pod_runs(IMAGE_18, None);
+    // The image reports a backup: the recoverability window starts there.
+    let report = report_with("backup", "backup-succeeded.json", "b-first");
+    let first = report["results"]["backup"]["details"]["firstRecoverabilityPoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    world.pod.set_report(Some(report.clone()));
+    let _ = world.reconcile().await;
+    assert_eq!(
+        world.instance()["status"]["firstRecoverabilityPoint"],
+        first.as_str()
+    );
+    assert_eq!(
+        world.instance()["status"]["lastBackup"]["name"],
+        report["results"]["backup"]["details"]["backupName"]
+    );
+
+    // A target before the first backup is refused before anything changes.
+    let before: k8s_openapi::jiff::Timestamp = first.parse().unwrap();
+    let before = before - k8s_openapi::jiff::SignedDuration::from_secs(60);
+    world.set_spec(
+        |s| s["restore"] = json!({"requestId": "r-early", "target": {"time": before.to_string()}}),
+        2,
+    );
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        !non_event_writes(&requests)
+            .iter()
+            .any(|w| w.contains("statefulsets"))
+    );
+    assert_eq!(
+        world.condition("Degraded")["reason"],
+        "RestoreTargetBeforeFirstBackup"
+    );
+    assert_eq!(world.condition("Restoring")["reason"], "Rejected");
+    assert_eq!(
+        world.instance()["status"]["lastRestore"]["outcome"],
+        "rejected"
+    );
+    assert_eq!(env_of(&world.sts_container(), "PGSTEWARD_RESTORE_ID"), None);
+
+    // A valid request: recorded, then on the pod template.
+    world.set_spec(
+        |s| s["restore"] = json!({"requestId": "r-1", "target": {"latest": true}}),
+        3,
+    );
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(
+        non_event_writes(&requests),
+        vec![
+            "PATCH pgsteward.io/pginstances/status/db",
+            "PATCH apps/statefulsets/db",
+            "PATCH pgsteward.io/pginstances/status/db",
+        ]
+    );
+    let c = world.sts_container();
+    assert_eq!(env_of(&c, "PGSTEWARD_RESTORE_ID").as_deref(), Some("r-1"));
+    assert_eq!(
+        env_of(&c, "PGSTEWARD_RESTORE_MODE").as_deref(),
+        Some("in-place")
+    );
+    assert_eq!(
+        env_of(&c, "PGSTEWARD_RESTORE_TARGET").as_deref(),
+        Some("latest")
+    );
+    assert_eq!(
+        env_of(&c, "PGSTEWARD_RESTORE_BACKUP").as_deref(),
+        Some("LATEST")
+    );
+    assert_eq!(world.condition("Restoring")["status"], "True");
+    assert_eq!(world.condition("Degraded")["status"], "False");
+    assert_eq!(
+        world.instance()["status"]["lastRestore"]["outcome"],
+        "running"
+    );
+
+    // The image restored in place.
+    world.pod.set_report(Some(report_with(
+        "restore",
+        "restore-succeeded-in-place.json",
+        "r-1",
+    )));
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    let st = world.instance()["status"].clone();
+    assert_eq!(st["lastRestore"]["requestId"], "r-1");
+    assert_eq!(st["lastRestore"]["outcome"], "succeeded");
+    assert!(st["lastRestore"]["finishedAt"].is_string());
+    assert!(st["operation"].is_null());
+    assert_eq!(world.condition("Restoring")["status"], "False");
+    assert_eq!(world.condition("Restoring")["reason"], "Succeeded");
+    assert!(event_reasons(&requests).contains(&"RestoreSucceeded".to_string()));
+    // The request stays on the template (the image never runs it twice).
+    assert!(
+        !non_event_writes(&requests)
+            .iter()
+            .any(|w| w.contains("statefulsets"))
+    );
+}
+
+#[tokio::test]
+async fn a_config_change_is_reloaded_and_restarts_the_pod_only_when_needed() {
+    let world = World::running(minimal_spec()).await;
+    world.pod_runs(IMAGE_18, None);
+    let revision = world.instance()["status"]["configRevision"].clone();
+    assert!(revision.is_string(), "the first config is loaded");
+    world.pod.take_calls();
+
+    world.set_spec(
+        |s| s["config"] = json!({"parameters": {"work_mem": "32MB"}}),
+        2,
+    );
+    let _ = world.reconcile().await; // the ConfigMap is written
+    let (result, _) = world.reconcile().await; // mounted: reload
+    assert!(result.is_ok(), "{result:?}");
+    let calls = world.pod.take_calls();
+    assert!(
+        calls.iter().any(|c| c[0] == "pg_ctl" && c[1] == "reload"),
+        "{calls:?}"
+    );
+    assert_ne!(world.instance()["status"]["configRevision"], revision);
+    assert!(world.instance()["status"]["pendingRestart"].is_null());
+
+    // A setting that needs a restart: the pod is deleted once.
+    world.set_spec(
+        |s| s["config"] = json!({"parameters": {"work_mem": "32MB", "shared_buffers": "64MB"}}),
+        3,
+    );
+    let _ = world.reconcile().await;
+    let mut needs_restart = base_report();
+    needs_restart["pendingRestart"] = fixture("status.json")["pendingRestart"].clone();
+    world.pod.set_report(Some(needs_restart.clone()));
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_covered_by_rbac(&requests);
+    assert!(
+        writes(&requests).contains(&"DELETE /pods/db-0".to_string()),
+        "{:?}",
+        writes(&requests)
+    );
+    assert_eq!(world.condition("Progressing")["reason"], "PendingRestart");
+    assert_eq!(
+        world.instance()["status"]["pendingRestart"],
+        json!(["shared_buffers"])
+    );
+    assert_eq!(world.instance()["status"]["operation"]["kind"], "restart");
+    // Until the new pod runs, no second delete.
+    let (_, requests) = world.reconcile().await;
+    assert!(!writes(&requests).iter().any(|w| w.starts_with("DELETE")));
+
+    // The new pod has the setting.
+    world.pod_runs(IMAGE_18, None);
+    world.pod.set_report(Some(base_report()));
+    let (result, _) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(world.instance()["status"]["operation"].is_null());
+    assert!(world.instance()["status"]["pendingRestart"].is_null());
+
+    // A value PostgreSQL refuses: Degraded with its message, no restart.
+    let mut refused = base_report();
+    refused["configErrors"] = fixture("status.json")["configErrors"].clone();
+    world.pod.set_report(Some(refused));
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(!writes(&requests).iter().any(|w| w.starts_with("DELETE")));
+    assert_eq!(world.condition("Degraded")["reason"], "InvalidParameter");
+    assert!(
+        world.condition("Degraded")["message"]
+            .as_str()
+            .unwrap()
+            .contains("work_mem (line 1 of")
     );
 }
