@@ -144,6 +144,8 @@ fn image_managed_rule() -> kube::core::Rule {
         .message("bootstrap.recovery reads from backup storage: set spec.backup to the storage (and credentials) that holds the backups"),
     validation = kube::core::Rule::new("!has(self.restore) || has(self.backup)")
         .message("restore reads from backup storage: set spec.backup before requesting a restore"),
+    validation = kube::core::Rule::new("!has(self.restore) || !has(oldSelf.restore) || self.restore.requestId != oldSelf.restore.requestId || self.restore == oldSelf.restore")
+        .message("a restore request cannot change once made: keep spec.restore as it is, or make a new request with a new requestId"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PgInstanceSpec {

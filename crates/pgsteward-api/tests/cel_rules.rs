@@ -292,6 +292,13 @@ fn cases() -> Vec<Case> {
             message: "target needs exactly one of",
         },
         Case {
+            name: "a restore request cannot change under the same id",
+            crd: INSTANCES,
+            old: Some(target(json!({"time": "2026-11-21T10:00:00Z"}))),
+            new: target(json!({"time": "2026-11-21T09:00:00Z"})),
+            message: "a restore request cannot change once made|new requestId",
+        },
+        Case {
             name: "target latest is true",
             crd: INSTANCES,
             old: None,
@@ -479,6 +486,28 @@ fn the_valid_object_and_its_allowed_updates_are_accepted() {
             json!({"requestId": "r-2026-11-21.1", "target": {"lsn": "0/3000060"}}),
         ),
         "a restore to an LSN",
+    );
+    let restore = |id: &str, target: Value| {
+        with(
+            valid_instance(),
+            "spec/restore",
+            json!({"requestId": id, "target": target}),
+        )
+    };
+    ok(
+        Some(restore("r1", json!({"latest": true}))),
+        restore("r2", json!({"lsn": "0/3000060"})),
+        "a new restore request under a new id",
+    );
+    ok(
+        Some(restore("r1", json!({"latest": true}))),
+        with(restore("r1", json!({"latest": true})), "spec/postgresVersion", json!(18)),
+        "another change while a restore request stays",
+    );
+    ok(
+        Some(restore("r1", json!({"latest": true}))),
+        valid_instance(),
+        "removing the restore request",
     );
 }
 
