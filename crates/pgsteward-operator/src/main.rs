@@ -206,12 +206,21 @@ async fn run(args: RunArgs) -> ExitCode {
         eprintln!("pgsteward-operator: {}", chain(&e));
         return ExitCode::FAILURE;
     }
-    if let Err(e) = Api::<PgInstance>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-    {
+    // Check in the scope the operator will watch: in namespaced mode the
+    // chart grants Roles only, so a cluster-wide list would be forbidden.
+    let probe: Api<PgInstance> = match args.watch_namespaces.first() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    if let Err(e) = probe.list(&ListParams::default().limit(1)).await {
+        let hint = match &e {
+            kube::Error::Api(status) if status.code == 403 => {
+                "the operator's ServiceAccount may not list them; check its RBAC (the chart's ClusterRole, or Roles in each of --watch-namespaces)"
+            }
+            _ => "install the CRDs with `make run` or `kubectl apply --server-side -f crds/`",
+        };
         eprintln!(
-            "pgsteward-operator: cannot list PgInstances ({}); install the CRDs with `make run` or `kubectl apply --server-side -f crds/`",
+            "pgsteward-operator: cannot list PgInstances ({}); {hint}",
             chain(&e)
         );
         return ExitCode::FAILURE;
