@@ -546,8 +546,22 @@ pub fn decide_restore(
         return RestoreDecision::Idle;
     };
     let id = &request.request_id;
-    if last.is_some_and(|l| &l.request_id == id && l.outcome != "running") {
-        return RestoreDecision::Idle;
+    if let Some(l) = last.filter(|l| &l.request_id == id) {
+        match l.outcome.as_str() {
+            "running" => {}
+            // Refused by the operator: it stays refused (a new request
+            // needs a new id), with the same reason and message.
+            "rejected" => {
+                let reason = match l.step.as_deref() {
+                    Some("RestoreTargetInFuture") => "RestoreTargetInFuture",
+                    Some("RestoreTargetBeforeFirstBackup") => "RestoreTargetBeforeFirstBackup",
+                    Some("InvalidRestoreTarget") => "InvalidRestoreTarget",
+                    _ => "RestoreRejected",
+                };
+                return RestoreDecision::Reject(reason, l.message.clone().unwrap_or_default());
+            }
+            _ => return RestoreDecision::Idle,
+        }
     }
     if let Some(op) = operation {
         if op.kind == kind::RESTORE && &op.id == id {
@@ -841,13 +855,32 @@ pub fn plan(
             // A finished request stays on the pod template: the image never
             // runs an id with a result again, and removing it would restart
             // the pod for nothing.
-            if spec.restore.as_ref().is_some_and(|r| {
+            if let Some(l) = spec.restore.as_ref().and_then(|r| {
                 prior
                     .last_restore
                     .as_ref()
-                    .is_some_and(|l| l.request_id == r.request_id && l.outcome != "rejected")
+                    .filter(|l| l.request_id == r.request_id && l.outcome != "rejected")
             }) {
                 run.restore = restore_env();
+                // The outcome stays visible while spec.restore names it; a
+                // failed request keeps the instance Degraded until it is
+                // replaced (new requestId) or removed.
+                let message = format!(
+                    "restore {} {}: {}",
+                    l.request_id,
+                    l.outcome.replace('_', " "),
+                    l.message.as_deref().unwrap_or("")
+                );
+                let reason = match l.outcome.as_str() {
+                    "succeeded" => "Succeeded",
+                    "rolled_back" => "RolledBack",
+                    _ => "Failed",
+                };
+                if reason != "Succeeded" {
+                    degraded.push(("RestoreFailed", message.clone()));
+                }
+                p.conditions
+                    .push(cond(RESTORING, "False", reason, message, generation));
             }
         }
         RestoreDecision::Reject(reason, message) => {
@@ -863,7 +896,7 @@ pub fn plan(
                 p.last_restore = Some(RestoreRecord {
                     request_id: req.request_id.clone(),
                     outcome: "rejected".into(),
-                    step: Some("operator".into()),
+                    step: Some((*reason).into()),
                     started_at: None,
                     finished_at: None,
                     message: Some(message.clone()),
@@ -1191,11 +1224,11 @@ pub fn plan(
         Some(ConfigDecision::Loaded) => p.pending_restart = None,
         None => {}
     }
-    // A restart is over once the pod is a new one and reports.
+    // A restart is over once the pod is a new one.
+    // (Whether the new pod has the settings, its own report says next.)
     if let Some(op) = &p.operation
         && op.kind == kind::RESTART
         && !p.restart_pod
-        && report.is_some_and(|r| r.server.running)
         && pod.uid.is_some()
         && op.pod_uid.as_deref() != pod.uid
     {

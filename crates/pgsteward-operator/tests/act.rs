@@ -836,6 +836,18 @@ fn a_restore_waits_for_the_operation_under_way_and_resumes_its_own() {
         act::decide_restore(None, Some(&previous), None, None, None, now),
         RestoreDecision::Idle
     );
+    // A refused request stays refused under its id, with its reason.
+    let refused = RestoreRecord {
+        request_id: "r-2".into(),
+        outcome: "rejected".into(),
+        step: Some("RestoreTargetInFuture".into()),
+        message: Some("in the future".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        act::decide_restore(Some(&request), Some(&refused), None, None, None, now),
+        RestoreDecision::Reject("RestoreTargetInFuture", "in the future".into())
+    );
 }
 
 // ------------------------------------------------------------------ config

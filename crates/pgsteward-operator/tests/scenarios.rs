@@ -1450,6 +1450,13 @@ async fn an_in_place_restore_is_requested_on_the_pod_and_its_result_recorded() {
         "rejected"
     );
     assert_eq!(env_of(&world.sts_container(), "PGSTEWARD_RESTORE_ID"), None);
+    // It stays refused (a new request needs a new id): nothing changes.
+    let (_, requests) = world.reconcile().await;
+    assert_eq!(non_event_writes(&requests), Vec::<String>::new());
+    assert_eq!(
+        world.condition("Degraded")["reason"],
+        "RestoreTargetBeforeFirstBackup"
+    );
 
     // A valid request: recorded, then on the pod template.
     world.set_spec(
@@ -1509,6 +1516,41 @@ async fn an_in_place_restore_is_requested_on_the_pod_and_its_result_recorded() {
             .iter()
             .any(|w| w.contains("statefulsets"))
     );
+    let (_, requests) = world.reconcile().await;
+    assert_eq!(non_event_writes(&requests), Vec::<String>::new());
+    assert_eq!(world.condition("Restoring")["reason"], "Succeeded");
+
+    // A request the image rolls back: Degraded until it is replaced.
+    world.set_spec(
+        |s| s["restore"] = json!({"requestId": "r-2", "target": {"xid": "1759"}}),
+        4,
+    );
+    let _ = world.reconcile().await;
+    world.pod.set_report(Some(report_with(
+        "restore",
+        "restore-rolled_back-recovery.json",
+        "r-2",
+    )));
+    let (_, requests) = world.reconcile().await;
+    assert!(event_reasons(&requests).contains(&"RestoreFailed".to_string()));
+    for _ in 0..2 {
+        let _ = world.reconcile().await;
+        assert_eq!(world.condition("Degraded")["reason"], "RestoreFailed");
+        assert_eq!(world.condition("Restoring")["reason"], "RolledBack");
+        assert!(
+            world.condition("Degraded")["message"]
+                .as_str()
+                .unwrap()
+                .contains("the previous data is back in place")
+        );
+    }
+    assert_eq!(
+        world.instance()["status"]["lastRestore"]["outcome"],
+        "rolled_back"
+    );
+    world.set_spec(|s| s["restore"] = Value::Null, 5);
+    let _ = world.reconcile().await;
+    assert_eq!(world.condition("Degraded")["status"], "False");
 }
 
 #[tokio::test]
