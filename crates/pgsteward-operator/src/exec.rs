@@ -252,3 +252,69 @@ impl PodExec for Scripted {
         async move { result }.boxed()
     }
 }
+
+/// Runs commands on this machine instead of in a pod: the image's scripts
+/// (`images/postgres/scripts/`) against a local volume, for tests that
+/// drive the whole path (spec, operator, script, state file, status) with
+/// only the kubelet missing. `command[0]` is looked up in `scripts_dir`
+/// first, then on `PATH`; the environment is this process's plus `env`
+/// (the pod template's, e.g. `PGSTEWARD_VOLUME`, `PGDATA`, `PG_MAJOR`).
+#[derive(Clone, Debug)]
+pub struct LocalExec {
+    pub scripts_dir: std::path::PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl PodExec for LocalExec {
+    fn exec<'a>(
+        &'a self,
+        _namespace: &'a str,
+        pod: &'a str,
+        command: Vec<String>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ExecOutput, ExecError>> {
+        let this = self.clone();
+        let pod = pod.to_string();
+        async move {
+            let run = tokio::task::spawn_blocking(move || {
+                let script = this.scripts_dir.join(&command[0]);
+                let program = if script.is_file() {
+                    script.into_os_string()
+                } else {
+                    command[0].clone().into()
+                };
+                std::process::Command::new(program)
+                    .args(&command[1..])
+                    .envs(this.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .stdin(std::process::Stdio::null())
+                    .output()
+            });
+            let output = match tokio::time::timeout(timeout, run).await {
+                Err(_) => {
+                    return Err(ExecError::Timeout {
+                        pod,
+                        seconds: timeout.as_secs(),
+                    });
+                }
+                Ok(Err(join)) => {
+                    return Err(ExecError::Read {
+                        pod,
+                        source: std::io::Error::other(join),
+                    });
+                }
+                Ok(Ok(Err(source))) => return Err(ExecError::Read { pod, source }),
+                Ok(Ok(Ok(o))) => o,
+            };
+            Ok(ExecOutput {
+                // Killed by a signal: 128 + the signal, as a shell reports it.
+                exit_code: output.status.code().unwrap_or_else(|| {
+                    use std::os::unix::process::ExitStatusExt;
+                    128 + output.status.signal().unwrap_or(0)
+                }),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            })
+        }
+        .boxed()
+    }
+}

@@ -22,7 +22,7 @@ use pgsteward_api::PgInstance;
 use pgsteward_operator::{
     build::Settings,
     controller::{self, Context},
-    exec::{ExecError, ExecOutput, PodExec, Scripted},
+    exec::{ExecError, ExecOutput, LocalExec, PodExec, Scripted},
     metrics::Metrics,
     rbac,
 };
@@ -491,6 +491,19 @@ impl World {
             )
             .with_exec(Arc::new(pod.clone())),
         )
+    }
+
+    /// A new operator process that reaches the pod through `exec`.
+    fn use_exec(&mut self, exec: Arc<dyn PodExec>) {
+        self.ctx = Arc::new(
+            Context::new(
+                self.fake.client(),
+                Settings::default(),
+                Arc::new(Metrics::default()),
+                Some("test".into()),
+            )
+            .with_exec(exec),
+        );
     }
 
     /// A new operator process: nothing in memory, same API server and pod.
@@ -1625,4 +1638,135 @@ async fn a_config_change_is_reloaded_and_restarts_the_pod_only_when_needed() {
             .unwrap()
             .contains("work_mem (line 1 of")
     );
+}
+
+// ----------------------------------------- the image's real scripts, locally
+
+/// The pod's side run for real: the image's scripts on this machine, with
+/// a volume in a temporary directory (no server: the kubelet and
+/// PostgreSQL are what is missing). None, with a SKIPPED line, when a tool
+/// the scripts need is not installed.
+fn local_pod(volume: &std::path::Path) -> Option<LocalExec> {
+    for tool in ["bash", "jq", "flock"] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!("SKIPPED: the image's scripts need {tool} on PATH (apt-get install {tool})");
+            return None;
+        }
+    }
+    let scripts =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../images/postgres/scripts");
+    let v = volume.display().to_string();
+    Some(LocalExec {
+        scripts_dir: scripts,
+        env: vec![
+            ("PG_MAJOR".into(), "18".into()),
+            ("PGSTEWARD_VOLUME".into(), v.clone()),
+            ("PGDATA".into(), format!("{v}/18/docker")),
+            ("PGSTEWARD_RUN_DIR".into(), format!("{v}/run")),
+            ("PGHOST".into(), format!("{v}/run")),
+            ("PGCONNECT_TIMEOUT".into(), "2".into()),
+        ],
+    })
+}
+
+fn temp_volume(name: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("pgsteward-scenario-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("pgsteward")).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_backup_request_runs_the_real_backup_sh_and_its_result_reaches_both_statuses() {
+    let volume = temp_volume("backup");
+    let Some(local) = local_pod(&volume) else {
+        return;
+    };
+    let mut world = World::running(minimal_spec()).await;
+    world.pod_runs(IMAGE_18, None);
+    world.use_exec(Arc::new(local));
+    world.fake.seed(
+        PGI.0,
+        "pgbackups",
+        pgbackup_json("adhoc", "db", "2026-11-21T10:00:00Z", None),
+    );
+    // The pod has no storage variables here: the real backup.sh refuses at
+    // its `check` step, exit 3, and records the result on the volume.
+    let (r, _) = reconcile_backup(&world, "adhoc").await;
+    assert!(r.is_ok(), "{r:?}");
+    let st = world.fake.get(PGI.0, "pgbackups", NS, "adhoc").unwrap()["status"].clone();
+    assert_eq!(st["phase"], "Failed", "{st}");
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed at step check: no backup storage configured"),
+        "{st}"
+    );
+    assert!(
+        volume
+            .join("pgsteward/results/backup/pgb-adhoc.json")
+            .is_file()
+    );
+
+    // The real pgsteward-status (server down) carries that result into the
+    // instance's backup health.
+    let (r, _) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(world.condition("BackupHealthy")["status"], "False");
+    assert_eq!(world.condition("BackupHealthy")["reason"], "BackupFailed");
+    assert!(
+        world.condition("BackupHealthy")["message"]
+            .as_str()
+            .unwrap()
+            .contains("pgb-adhoc")
+    );
+    let _ = std::fs::remove_dir_all(&volume);
+}
+
+#[tokio::test]
+async fn a_rolled_back_upgrade_is_explained_from_the_state_file_through_the_real_pgsteward_status()
+{
+    let volume = temp_volume("upgrade");
+    let Some(local) = local_pod(&volume) else {
+        return;
+    };
+    let mut world = World::running(spec_at(17)).await;
+    world.set_spec(|s| s["postgresVersion"] = json!(18), 2);
+    let _ = world.reconcile().await;
+    // The new image exits 1 after rolling back: the old image goes back
+    // without a message yet.
+    world.pod_runs(IMAGE_18, Some(1));
+    world.pod.set_report(None);
+    let _ = world.reconcile().await;
+    assert_eq!(world.sts_container()["image"], IMAGE_17);
+    assert!(world.instance()["status"]["failedUpgrade"]["step"].is_null());
+
+    // The old image runs; the upgrade's state file is on the volume.
+    let mut result = fixture("upgrade-rolled_back-check.json");
+    result["id"] = json!("upgrade-17-to-18-g2");
+    std::fs::write(
+        volume.join("pgsteward/upgrade.json"),
+        serde_json::to_string_pretty(&result).unwrap(),
+    )
+    .unwrap();
+    world.pod_runs(IMAGE_17, None);
+    world.use_exec(Arc::new(local));
+    let (r, _) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}");
+    let failed = world.instance()["status"]["failedUpgrade"].clone();
+    assert_eq!(failed["step"], "check", "{failed}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("pg_stat_statements")
+    );
+    assert_eq!(world.sts_container()["image"], IMAGE_17);
+    let _ = std::fs::remove_dir_all(&volume);
 }
