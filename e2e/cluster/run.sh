@@ -16,6 +16,8 @@
 #   5. a second reconcile changes no object's resourceVersion and writes
 #      nothing (checked on the objects and on the operator's metrics);
 #   6. a missing Secret gives Degraded=True naming it, and a Warning event;
+#      a PgBackup of a missing instance is Failed, one of an instance that is
+#      not Ready waits (Pending) and says so; `kubectl get pgbackup` columns;
 #   7. deleting an instance runs cleanup and keeps the data's Secret.
 #
 # Exit codes: 0 every check passed, or the tier was skipped (it says so);
@@ -287,6 +289,41 @@ fi
 check "missing Secret: no StatefulSet is created" bash -c "! kubectl -n $ns get statefulset/broken >/dev/null 2>&1"
 warned() { k get events --field-selector "involvedObject.name=broken,type=Warning" -o jsonpath='{.items[*].reason}' | grep -q InvalidSpec; }
 check "missing Secret: a Warning event with reason InvalidSpec" wait_for 30 warned
+
+# ------------------------------------------------------------------ 6b. PgBackup
+# Pods never run here, so a backup cannot be taken: what this shows is the
+# controller's refusals and waits, with their messages, and the columns.
+cat >"$work/backups.yaml" <<EOF
+apiVersion: pgsteward.io/v1alpha1
+kind: PgBackup
+metadata: {name: orphan}
+spec: {instanceRef: {name: no-such-instance}}
+---
+apiVersion: pgsteward.io/v1alpha1
+kind: PgBackup
+metadata: {name: early}
+spec: {instanceRef: {name: orders}, permanent: true}
+EOF
+k apply -f "$work/backups.yaml" >/dev/null
+phase_is() { [ "$(jp "pgbackup/$1" '{.status.phase}')" = "$2" ]; }
+if wait_for 60 phase_is orphan Failed; then
+  msg=$(jp pgbackup/orphan '{.status.message}')
+  check "PgBackup of a missing instance: Failed, $msg" grep -q "PgInstance $ns/no-such-instance does not exist" <<<"$msg"
+else
+  not_ok "PgBackup of a missing instance: not Failed within 60 s ($(jp pgbackup/orphan '{.status}'))"
+fi
+if wait_for 60 phase_is early Pending; then
+  msg=$(jp pgbackup/early '{.status.message}')
+  check "PgBackup of an instance that is not Ready: Pending, $msg" grep -q "waiting for PgInstance orders to be Ready" <<<"$msg"
+else
+  not_ok "PgBackup of an instance that is not Ready: not Pending within 60 s ($(jp pgbackup/early '{.status}'))"
+fi
+table=$(k get pgbackup 2>&1 || true)
+while IFS= read -r line; do echo "    $line"; done <<<"$table"
+same "PgBackup printer columns" "$(head -n 1 <<<"$table" | tr -s ' ')" "NAME INSTANCE PHASE BACKUP FINISHED AGE"
+check "kubectl get pgbackup shows the phase" grep -q "^orphan .* Failed " <<<"$table"
+wide=$(k get pgbackup -o wide 2>&1 | head -n 1 | tr -s ' ')
+same "PgBackup wide columns" "$wide" "NAME INSTANCE PHASE BACKUP FINISHED AGE BEGIN LSN END LSN MESSAGE"
 
 # ------------------------------------------------------------------ 7. delete
 if k delete pginstance minimal --timeout=60s >/dev/null 2>&1; then

@@ -501,7 +501,11 @@ fn the_valid_object_and_its_allowed_updates_are_accepted() {
     );
     ok(
         Some(restore("r1", json!({"latest": true}))),
-        with(restore("r1", json!({"latest": true})), "spec/postgresVersion", json!(18)),
+        with(
+            restore("r1", json!({"latest": true})),
+            "spec/postgresVersion",
+            json!(18),
+        ),
         "another change while a restore request stays",
     );
     ok(
