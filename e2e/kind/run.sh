@@ -39,7 +39,7 @@ require_tools() {
   for t in docker kind helm kubectl; do
     command -v "$t" >/dev/null || missing+=("$t")
   done
-  if [ "${#missing[@]}" -eq 0 ] && ! docker info >/dev/null 2>&1; then
+  if command -v docker >/dev/null && ! docker info >/dev/null 2>&1; then
     missing+=("a running Docker daemon")
   fi
   [ "${#missing[@]}" -eq 0 ] && return 0
