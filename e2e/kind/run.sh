@@ -43,10 +43,13 @@ require_tools() {
     missing+=("a running Docker daemon")
   fi
   [ "${#missing[@]}" -eq 0 ] && return 0
+  local list
+  list=$(printf '%s, ' "${missing[@]}")
+  list=${list%, }
   if [ "${E2E_KIND_REQUIRED:-0}" = 1 ]; then
-    die "e2e-kind needs ${missing[*]}"
+    die "e2e-kind needs $list"
   fi
-  echo "SKIP e2e-kind: needs ${missing[*]} (kind runs the built images in Docker)"
+  echo "SKIP e2e-kind: needs $list (kind runs the built images in Docker)"
   exit 0
 }
 
