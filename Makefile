@@ -50,8 +50,9 @@ test-cluster: ## the operator against a real API server (skips without one)
 	@e2e/run-tier.sh cluster
 
 .PHONY: crds
-crds: ## regenerate crds/ from the Rust types
+crds: ## regenerate crds/ from the Rust types, and the chart's copies
 	$(CARGO) run --quiet --locked -p pgsteward-api --bin crdgen -- crds
+	@e2e/chart/sync.sh
 
 .PHONY: bench-upgrade
 bench-upgrade: test-deps ## upgrade wall time against data size (pg_upgrade --link)

@@ -87,15 +87,17 @@ target "postgresql" {
     "org.opencontainers.image.revision" = revision
     "org.opencontainers.image.source"   = source
   }
+  # Manifest-level only: buildkit refuses index annotations on a
+  # single-platform export, which `--set "*.platform=linux/amd64"` makes.
   annotations = [
-    "index,manifest:org.opencontainers.image.created=${now}",
-    "index,manifest:org.opencontainers.image.title=pgsteward PostgreSQL ${pgMajor} (${tgt}, ${base})",
-    "index,manifest:org.opencontainers.image.description=PostgreSQL ${pgVersions[pgMajor]} from the official postgres:${pgMajor}-${base} image, with pgsteward's entrypoint, scripts and config${tgt == "standard" ? ", WAL-G and cron" : ""}",
-    "index,manifest:org.opencontainers.image.version=${pgVersions[pgMajor]}",
-    "index,manifest:org.opencontainers.image.revision=${revision}",
-    "index,manifest:org.opencontainers.image.source=${source}",
-    "index,manifest:org.opencontainers.image.licenses=Apache-2.0",
-    "index,manifest:org.opencontainers.image.base.name=docker.io/library/postgres:${pgMajor}-${base}",
+    "manifest:org.opencontainers.image.created=${now}",
+    "manifest:org.opencontainers.image.title=pgsteward PostgreSQL ${pgMajor} (${tgt}, ${base})",
+    "manifest:org.opencontainers.image.description=PostgreSQL ${pgVersions[pgMajor]} from the official postgres:${pgMajor}-${base} image, with pgsteward's entrypoint, scripts and config${tgt == "standard" ? ", WAL-G and cron" : ""}",
+    "manifest:org.opencontainers.image.version=${pgVersions[pgMajor]}",
+    "manifest:org.opencontainers.image.revision=${revision}",
+    "manifest:org.opencontainers.image.source=${source}",
+    "manifest:org.opencontainers.image.licenses=Apache-2.0",
+    "manifest:org.opencontainers.image.base.name=docker.io/library/postgres:${pgMajor}-${base}",
   ]
   attest = [
     "type=provenance,mode=max",

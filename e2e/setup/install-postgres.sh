@@ -61,10 +61,12 @@ build_from_source() {
     cd "$src"
     ./configure --prefix="$prefix" --with-icu --with-lz4 --with-zstd --with-openssl \
       --without-llvm --without-perl --without-python --without-tcl >"$work/configure.log" 2>&1
-    make -j"$(nproc)" >"$work/make.log" 2>&1
-    make -C contrib -j"$(nproc)" >>"$work/make.log" 2>&1
-    make install >>"$work/make.log" 2>&1
-    make -C contrib install >>"$work/make.log" 2>&1
+    {
+      make -j"$(nproc)"
+      make -C contrib -j"$(nproc)"
+      make install
+      make -C contrib install
+    } >"$work/make.log" 2>&1
   ) || die "building PostgreSQL $major failed; see $work/*.log"
   rm -rf "$src"
 }
