@@ -259,10 +259,29 @@ impl PodExec for Scripted {
 /// only the kubelet missing. `command[0]` is looked up in `scripts_dir`
 /// first, then on `PATH`; the environment is this process's plus `env`
 /// (the pod template's, e.g. `PGSTEWARD_VOLUME`, `PGDATA`, `PG_MAJOR`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct LocalExec {
     pub scripts_dir: std::path::PathBuf,
     pub env: Vec<(String, String)>,
+    /// Words put before every command, e.g. `setpriv --reuid=postgres …`
+    /// to run as the pod's unprivileged user.
+    pub prefix: Vec<String>,
+    /// Container paths and where they are here (the pod's mounts): an
+    /// argument that starts with a container path is rewritten.
+    pub mounts: Vec<(String, std::path::PathBuf)>,
+}
+
+impl LocalExec {
+    fn map_arg(&self, arg: &str) -> String {
+        for (container, local) in &self.mounts {
+            if let Some(rest) = arg.strip_prefix(container.as_str())
+                && (rest.is_empty() || rest.starts_with('/'))
+            {
+                return format!("{}{rest}", local.display());
+            }
+        }
+        arg.to_string()
+    }
 }
 
 impl PodExec for LocalExec {
@@ -279,12 +298,15 @@ impl PodExec for LocalExec {
             let run = tokio::task::spawn_blocking(move || {
                 let script = this.scripts_dir.join(&command[0]);
                 let program = if script.is_file() {
-                    script.into_os_string()
+                    script.display().to_string()
                 } else {
-                    command[0].clone().into()
+                    command[0].clone()
                 };
-                std::process::Command::new(program)
-                    .args(&command[1..])
+                let mut argv: Vec<String> = this.prefix.clone();
+                argv.push(program);
+                argv.extend(command[1..].iter().map(|a| this.map_arg(a)));
+                std::process::Command::new(&argv[0])
+                    .args(&argv[1..])
                     .envs(this.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                     .stdin(std::process::Stdio::null())
                     .output()

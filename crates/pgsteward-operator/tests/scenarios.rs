@@ -1662,6 +1662,8 @@ fn local_pod(volume: &std::path::Path) -> Option<LocalExec> {
     let v = volume.display().to_string();
     Some(LocalExec {
         scripts_dir: scripts,
+        prefix: vec![],
+        mounts: vec![],
         env: vec![
             ("PG_MAJOR".into(), "18".into()),
             ("PGSTEWARD_VOLUME".into(), v.clone()),
@@ -1769,4 +1771,304 @@ async fn a_rolled_back_upgrade_is_explained_from_the_state_file_through_the_real
     );
     assert_eq!(world.sts_container()["image"], IMAGE_17);
     let _ = std::fs::remove_dir_all(&volume);
+}
+
+// ------------------------------- the whole path against a real PostgreSQL
+
+/// A PostgreSQL 18 server started by the image's real entrypoint on this
+/// machine, laid out as in the pod (as `e2e/image/harness.py` does), run as
+/// the unprivileged `postgres` user. Stopped (fast) when dropped.
+struct RealPod {
+    root: std::path::PathBuf,
+    child: std::process::Child,
+    exec: LocalExec,
+}
+
+impl RealPod {
+    /// None, with a SKIPPED line saying what is missing, when this machine
+    /// cannot run it (`make test-deps` installs the binaries).
+    fn start() -> Option<Self> {
+        let bindir = std::path::PathBuf::from("/var/cache/pgsteward/pg/18/bin");
+        let have = |cmd: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {cmd}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let root_user = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let missing: Vec<&str> = [
+            (!bindir.join("postgres").is_file())
+                .then_some("PostgreSQL 18 in /var/cache/pgsteward/pg/18 (make test-deps)"),
+            (!have("jq")).then_some("jq"),
+            (!have("flock")).then_some("flock"),
+            (root_user && !have("setpriv")).then_some("setpriv"),
+            (root_user
+                && !std::process::Command::new("id")
+                    .arg("postgres")
+                    .output()
+                    .is_ok_and(|o| o.status.success()))
+            .then_some("a `postgres` user"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !missing.is_empty() {
+            eprintln!(
+                "SKIPPED: the real-PostgreSQL scenario needs {}",
+                missing.join(", ")
+            );
+            return None;
+        }
+        let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let scripts = repo.join("images/postgres/scripts");
+        let root = std::path::PathBuf::from(format!(
+            "/tmp/pgsteward-e2e-operator-{}-{}",
+            std::process::id(),
+            POD_UIDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        for d in ["volume", "run", "storage"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let sh = |cmd: String| {
+            let ok = std::process::Command::new("sh")
+                .args(["-c", &cmd])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "{cmd}");
+        };
+        sh(format!(
+            "cp -r {} {}/etc && mkdir -p {}/etc/conf.d && chmod 755 {}",
+            repo.join("images/postgres/config").display(),
+            root.display(),
+            root.display(),
+            root.display()
+        ));
+        if root_user {
+            sh(format!("chown -R postgres:postgres {}", root.display()));
+        }
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let r = root.display().to_string();
+        let path = format!(
+            "{}:{}:{}:{}",
+            bindir.display(),
+            scripts.display(),
+            repo.join("e2e/standins").display(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
+        );
+        let env: Vec<(String, String)> = [
+            ("PATH", path),
+            ("PG_MAJOR", "18".into()),
+            ("PGSTEWARD_VOLUME", format!("{r}/volume")),
+            ("PGDATA", format!("{r}/volume/18/docker")),
+            ("PGSTEWARD_CONFIG_DIR", format!("{r}/etc")),
+            ("PGSTEWARD_RUN_DIR", format!("{r}/run")),
+            ("PGHOST", format!("{r}/run")),
+            ("PGPORT", port.to_string()),
+            ("PGUSER", "postgres".into()),
+            ("POSTGRES_PASSWORD", "s3cr3t-test-password".into()),
+            ("PGSTEWARD_MANAGED", "1".into()),
+            (
+                "WALG_BIN",
+                repo.join("e2e/standins/wal-g").display().to_string(),
+            ),
+            ("WALG_FILE_PREFIX", format!("{r}/storage")),
+            (
+                "DOCKER_ENTRYPOINT",
+                repo.join("e2e/standins/docker-entrypoint.sh")
+                    .display()
+                    .to_string(),
+            ),
+            ("LC_ALL", "C.UTF-8".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let prefix: Vec<String> = if root_user {
+            [
+                "setpriv",
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "--",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        } else {
+            vec![]
+        };
+        let log = std::fs::File::create(root.join("server.log")).unwrap();
+        let mut argv = prefix.clone();
+        argv.push(scripts.join("entrypoint.sh").display().to_string());
+        argv.push("postgres".into());
+        let child = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env_clear()
+            .envs(env.iter().cloned())
+            .current_dir(&root)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let exec = LocalExec {
+            scripts_dir: scripts,
+            env,
+            prefix,
+            mounts: vec![
+                ("/etc/postgresql".into(), root.join("etc")),
+                ("/var/lib/postgresql".into(), root.join("volume")),
+            ],
+        };
+        let mut pod = RealPod { root, child, exec };
+        // Ready when the server the entrypoint execs (same pid) answers.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            if let Ok(Some(status)) = pod.child.try_wait() {
+                panic!("the entrypoint exited {status}:\n{}", pod.log());
+            }
+            let pid = std::fs::read_to_string(pod.root.join("volume/18/docker/postmaster.pid"))
+                .ok()
+                .and_then(|t| t.lines().next().map(str::to_string));
+            let ready = std::process::Command::new(bindir.join("pg_isready"))
+                .args(["-q", "-h", &format!("{r}/run"), "-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready && pid.as_deref() == Some(pod.child.id().to_string().as_str()) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not ready after 120 s:\n{}",
+                pod.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Some(pod)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
+    }
+
+    /// What the kubelet does with the ConfigMap: write its files into the
+    /// mounted conf.d.
+    fn mount_config(&self, config_map: &Value) {
+        let dir = self.root.join("etc/conf.d");
+        for (name, text) in config_map["data"].as_object().unwrap() {
+            std::fs::write(dir.join(name), text.as_str().unwrap()).unwrap();
+        }
+    }
+}
+
+impl Drop for RealPod {
+    fn drop(&mut self) {
+        // SIGINT: PostgreSQL's fast shutdown (the image's STOPSIGNAL).
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_dir_all(&self.root);
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_path_against_a_real_postgresql_backup_health_reload_and_restart() {
+    let Some(real) = RealPod::start() else {
+        return;
+    };
+    let mut world = World::running(minimal_spec()).await;
+    world.pod_runs(IMAGE_18, None);
+    real.mount_config(&world.fake.get("", "configmaps", NS, "db-config").unwrap());
+    world.use_exec(Arc::new(real.exec.clone()));
+
+    // The real pgsteward-status: the server runs, the archiver reports, the
+    // mounted conf.d matches, so the configuration is reloaded for real.
+    let (r, _) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}\n{}", real.log());
+    let st = world.instance()["status"].clone();
+    assert!(st["configRevision"].is_string(), "{st}");
+    assert_eq!(
+        world.condition("BackupHealthy")["reason"],
+        "NoBackupYet",
+        "{st}"
+    );
+
+    // An on-demand backup through the real backup.sh (WAL-G stand-in on a
+    // local directory): real LSNs and times in the PgBackup's status.
+    world.fake.seed(
+        PGI.0,
+        "pgbackups",
+        pgbackup_json("real", "db", "2026-11-21T10:00:00Z", None),
+    );
+    let (r, _) = reconcile_backup(&world, "real").await;
+    assert!(r.is_ok(), "{r:?}");
+    let b = world.fake.get(PGI.0, "pgbackups", NS, "real").unwrap()["status"].clone();
+    assert_eq!(b["phase"], "Succeeded", "{b}\n{}", real.log());
+    assert!(
+        b["backupName"].as_str().unwrap().starts_with("base_"),
+        "{b}"
+    );
+    assert!(b["startLsn"].as_str().unwrap().contains('/'), "{b}");
+    // The instance shows it, with the recoverability window and archiving.
+    let (r, _) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}");
+    let st = world.instance()["status"].clone();
+    assert_eq!(st["lastBackup"]["name"], b["backupName"], "{st}");
+    assert!(st["firstRecoverabilityPoint"].is_string(), "{st}");
+    assert!(st["archiver"]["lastArchivedWal"].is_string(), "{st}");
+    assert_eq!(
+        world.condition("BackupHealthy")["reason"],
+        "Healthy",
+        "{st}"
+    );
+
+    // A setting that needs a restart: reloaded, PostgreSQL says it is
+    // pending, the pod is deleted once.
+    world.set_spec(
+        |s| s["config"] = json!({"parameters": {"shared_buffers": "64MB"}}),
+        2,
+    );
+    let _ = world.reconcile().await; // the ConfigMap is written
+    real.mount_config(&world.fake.get("", "configmaps", NS, "db-config").unwrap());
+    let (r, requests) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(
+        world.instance()["status"]["pendingRestart"],
+        json!(["shared_buffers"]),
+        "{}",
+        world.instance()["status"]
+    );
+    assert!(writes(&requests).contains(&"DELETE /pods/db-0".to_string()));
+
+    // A value PostgreSQL refuses: Degraded with PostgreSQL's own words.
+    world.pod_runs(IMAGE_18, None); // the new pod (same server here)
+    world.set_spec(
+        |s| s["config"] = json!({"parameters": {"work_mem": "lots"}}),
+        3,
+    );
+    let _ = world.reconcile().await;
+    real.mount_config(&world.fake.get("", "configmaps", NS, "db-config").unwrap());
+    let (r, _) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}");
+    let degraded = world.condition("Degraded");
+    assert_eq!(degraded["reason"], "InvalidParameter", "{degraded}");
+    assert!(
+        degraded["message"].as_str().unwrap().contains("work_mem"),
+        "{degraded}"
+    );
 }
