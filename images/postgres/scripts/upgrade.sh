@@ -116,6 +116,15 @@ last_lines() {
 
 sync_path() { sync "$1" 2>/dev/null || true; }
 
+# parallel_jobs: for pg_upgrade and vacuumdb. nproc counts the node's CPUs,
+# not the container's limit, and each vacuumdb job is a connection: at most 4.
+parallel_jobs() {
+  local n
+  n=$(nproc 2>/dev/null || echo 1)
+  [ "$n" -le 4 ] || n=4
+  printf '%s\n' "$n"
+}
+
 # postmaster_pid DIR: the pid of a live postmaster whose data directory is DIR.
 # The pid in postmaster.pid alone is not trusted (pids repeat in containers):
 # the process must also have DIR as its working directory.
@@ -574,7 +583,7 @@ run_pg_upgrade() {
   write_private_hba
   args=(--old-bindir="$OLD_BINDIR" --new-bindir="$NEW_BINDIR"
     --old-datadir="$OLD_DATA" --new-datadir="$NEW_TMP"
-    --link --jobs="$(nproc)" --socketdir="$SOCKET_DIR" --username="$(inspected installUser)"
+    --link --jobs="$(parallel_jobs)" --socketdir="$SOCKET_DIR" --username="$(inspected installUser)"
     --old-port="$OLD_PORT" --new-port="$NEW_PORT"
     --old-options="-c hba_file='$RUN/pg_hba.conf' -c archive_mode=off"
     --new-options="-c hba_file='$RUN/pg_hba.conf'")
@@ -868,7 +877,7 @@ wait_for_server() {
 
 step_analyze() {
   local jobs logf="$WORK/analyze.log"
-  jobs=$(nproc)
+  jobs=$(parallel_jobs)
   if [ "$TO" -ge 18 ]; then
     # 18 kept the statistics pg_upgrade carried over; fill in the missing ones
     # first (fast), then refresh everything.
