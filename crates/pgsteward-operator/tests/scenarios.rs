@@ -1775,20 +1775,27 @@ async fn a_rolled_back_upgrade_is_explained_from_the_state_file_through_the_real
 
 // ------------------------------- the whole path against a real PostgreSQL
 
-/// A PostgreSQL 18 server started by the image's real entrypoint on this
+/// A PostgreSQL server started by the image's real entrypoint on this
 /// machine, laid out as in the pod (as `e2e/image/harness.py` does), run as
 /// the unprivileged `postgres` user. Stopped (fast) when dropped.
 struct RealPod {
     root: std::path::PathBuf,
-    child: std::process::Child,
+    repo: std::path::PathBuf,
+    port: u16,
+    root_user: bool,
+    major: u32,
+    child: Option<std::process::Child>,
     exec: LocalExec,
+}
+
+fn pg_bindir(major: u32) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/var/cache/pgsteward/pg/{major}/bin"))
 }
 
 impl RealPod {
     /// None, with a SKIPPED line saying what is missing, when this machine
     /// cannot run it (`make test-deps` installs the binaries).
-    fn start() -> Option<Self> {
-        let bindir = std::path::PathBuf::from("/var/cache/pgsteward/pg/18/bin");
+    fn start(major: u32, needs: &[u32]) -> Option<Self> {
         let have = |cmd: &str| {
             std::process::Command::new("sh")
                 .args(["-c", &format!("command -v {cmd}")])
@@ -1799,22 +1806,28 @@ impl RealPod {
             .arg("-u")
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        let missing: Vec<&str> = [
-            (!bindir.join("postgres").is_file())
-                .then_some("PostgreSQL 18 in /var/cache/pgsteward/pg/18 (make test-deps)"),
-            (!have("jq")).then_some("jq"),
-            (!have("flock")).then_some("flock"),
-            (root_user && !have("setpriv")).then_some("setpriv"),
-            (root_user
-                && !std::process::Command::new("id")
-                    .arg("postgres")
-                    .output()
-                    .is_ok_and(|o| o.status.success()))
-            .then_some("a `postgres` user"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let mut missing: Vec<String> = needs
+            .iter()
+            .filter(|m| !pg_bindir(**m).join("postgres").is_file())
+            .map(|m| format!("PostgreSQL {m} in /var/cache/pgsteward/pg/{m} (make test-deps)"))
+            .collect();
+        for (lacks, what) in [
+            (!have("jq"), "jq"),
+            (!have("flock"), "flock"),
+            (root_user && !have("setpriv"), "setpriv"),
+            (
+                root_user
+                    && !std::process::Command::new("id")
+                        .arg("postgres")
+                        .output()
+                        .is_ok_and(|o| o.status.success()),
+                "a `postgres` user",
+            ),
+        ] {
+            if lacks {
+                missing.push(what.into());
+            }
+        }
         if !missing.is_empty() {
             eprintln!(
                 "SKIPPED: the real-PostgreSQL scenario needs {}",
@@ -1823,7 +1836,6 @@ impl RealPod {
             return None;
         }
         let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let scripts = repo.join("images/postgres/scripts");
         let root = std::path::PathBuf::from(format!(
             "/tmp/pgsteward-e2e-operator-{}-{}",
             std::process::id(),
@@ -1833,13 +1845,6 @@ impl RealPod {
         for d in ["volume", "run", "storage"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
-        let sh = |cmd: String| {
-            let ok = std::process::Command::new("sh")
-                .args(["-c", &cmd])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "{cmd}");
-        };
         sh(format!(
             "cp -r {} {}/etc && mkdir -p {}/etc/conf.d && chmod 755 {}",
             repo.join("images/postgres/config").display(),
@@ -1854,34 +1859,55 @@ impl RealPod {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let r = root.display().to_string();
+        let mut pod = RealPod {
+            root,
+            repo,
+            port,
+            root_user,
+            major,
+            child: None,
+            exec: LocalExec::default(),
+        };
+        pod.run(major, &[]);
+        Some(pod)
+    }
+
+    /// Start the entrypoint of `major`'s image with the pod template's extra
+    /// environment (what the kubelet does with a changed StatefulSet), and
+    /// wait until the server it execs answers.
+    fn run(&mut self, major: u32, extra: &[(String, String)]) {
+        self.stop();
+        self.major = major;
+        let scripts = self.repo.join("images/postgres/scripts");
+        let r = self.root.display().to_string();
         let path = format!(
             "{}:{}:{}:{}",
-            bindir.display(),
+            pg_bindir(major).display(),
             scripts.display(),
-            repo.join("e2e/standins").display(),
+            self.repo.join("e2e/standins").display(),
             std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
         );
-        let env: Vec<(String, String)> = [
+        let mut env: Vec<(String, String)> = [
             ("PATH", path),
-            ("PG_MAJOR", "18".into()),
+            ("PG_MAJOR", major.to_string()),
             ("PGSTEWARD_VOLUME", format!("{r}/volume")),
-            ("PGDATA", format!("{r}/volume/18/docker")),
+            ("PGDATA", format!("{r}/volume/{major}/docker")),
             ("PGSTEWARD_CONFIG_DIR", format!("{r}/etc")),
             ("PGSTEWARD_RUN_DIR", format!("{r}/run")),
             ("PGHOST", format!("{r}/run")),
-            ("PGPORT", port.to_string()),
+            ("PGPORT", self.port.to_string()),
             ("PGUSER", "postgres".into()),
             ("POSTGRES_PASSWORD", "s3cr3t-test-password".into()),
             ("PGSTEWARD_MANAGED", "1".into()),
             (
                 "WALG_BIN",
-                repo.join("e2e/standins/wal-g").display().to_string(),
+                self.repo.join("e2e/standins/wal-g").display().to_string(),
             ),
             ("WALG_FILE_PREFIX", format!("{r}/storage")),
             (
                 "DOCKER_ENTRYPOINT",
-                repo.join("e2e/standins/docker-entrypoint.sh")
+                self.repo
+                    .join("e2e/standins/docker-entrypoint.sh")
                     .display()
                     .to_string(),
             ),
@@ -1890,7 +1916,8 @@ impl RealPod {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let prefix: Vec<String> = if root_user {
+        env.extend(extra.iter().cloned());
+        let prefix: Vec<String> = if self.root_user {
             [
                 "setpriv",
                 "--reuid=postgres",
@@ -1904,7 +1931,11 @@ impl RealPod {
         } else {
             vec![]
         };
-        let log = std::fs::File::create(root.join("server.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join("server.log"))
+            .unwrap();
         let mut argv = prefix.clone();
         argv.push(scripts.join("entrypoint.sh").display().to_string());
         argv.push("postgres".into());
@@ -1912,45 +1943,73 @@ impl RealPod {
             .args(&argv[1..])
             .env_clear()
             .envs(env.iter().cloned())
-            .current_dir(&root)
+            .current_dir(&self.root)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        let exec = LocalExec {
+        self.exec = LocalExec {
             scripts_dir: scripts,
             env,
             prefix,
             mounts: vec![
-                ("/etc/postgresql".into(), root.join("etc")),
-                ("/var/lib/postgresql".into(), root.join("volume")),
+                ("/etc/postgresql".into(), self.root.join("etc")),
+                ("/var/lib/postgresql".into(), self.root.join("volume")),
             ],
         };
-        let mut pod = RealPod { root, child, exec };
+        let pid = child.id().to_string();
+        self.child = Some(child);
         // Ready when the server the entrypoint execs (same pid) answers.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
         loop {
-            if let Ok(Some(status)) = pod.child.try_wait() {
-                panic!("the entrypoint exited {status}:\n{}", pod.log());
+            if let Ok(Some(status)) = self.child.as_mut().unwrap().try_wait() {
+                panic!("the entrypoint exited {status}:\n{}", self.log());
             }
-            let pid = std::fs::read_to_string(pod.root.join("volume/18/docker/postmaster.pid"))
-                .ok()
-                .and_then(|t| t.lines().next().map(str::to_string));
-            let ready = std::process::Command::new(bindir.join("pg_isready"))
-                .args(["-q", "-h", &format!("{r}/run"), "-p", &port.to_string()])
+            let server = std::fs::read_to_string(
+                self.root
+                    .join(format!("volume/{major}/docker/postmaster.pid")),
+            )
+            .ok()
+            .and_then(|t| t.lines().next().map(str::to_string));
+            let ready = std::process::Command::new(pg_bindir(major).join("pg_isready"))
+                .args([
+                    "-q",
+                    "-h",
+                    &format!("{r}/run"),
+                    "-p",
+                    &self.port.to_string(),
+                ])
                 .status()
                 .is_ok_and(|s| s.success());
-            if ready && pid.as_deref() == Some(pod.child.id().to_string().as_str()) {
-                break;
+            if ready && server.as_deref() == Some(pid.as_str()) {
+                return;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "not ready after 120 s:\n{}",
-                pod.log()
+                "not ready after 180 s:\n{}",
+                self.log()
             );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        Some(pod)
+    }
+
+    /// Fast shutdown (SIGINT, the image's STOPSIGNAL) of the server.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     fn log(&self) -> String {
@@ -1967,28 +2026,25 @@ impl RealPod {
     }
 }
 
+fn sh(cmd: String) {
+    let ok = std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{cmd}");
+}
+
 impl Drop for RealPod {
     fn drop(&mut self) {
-        // SIGINT: PostgreSQL's fast shutdown (the image's STOPSIGNAL).
-        let _ = std::process::Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.root);
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
+        // Background work of `upgrade.sh post` may still hold files briefly.
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_path_against_a_real_postgresql_backup_health_reload_and_restart() {
-    let Some(real) = RealPod::start() else {
+    let Some(real) = RealPod::start(18, &[18]) else {
         return;
     };
     let mut world = World::running(minimal_spec()).await;
@@ -2070,5 +2126,81 @@ async fn the_whole_path_against_a_real_postgresql_backup_health_reload_and_resta
     assert!(
         degraded["message"].as_str().unwrap().contains("work_mem"),
         "{degraded}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_path_of_a_major_upgrade_against_real_postgresql() {
+    let Some(mut real) = RealPod::start(17, &[17, 18]) else {
+        return;
+    };
+    let mut world = World::running(spec_at(17)).await;
+    world.pod_runs(IMAGE_17, None);
+    real.mount_config(&world.fake.get("", "configmaps", NS, "db-config").unwrap());
+    world.use_exec(Arc::new(real.exec.clone()));
+    let (r, _) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(world.instance()["status"]["postgresVersion"], 17);
+
+    // Raise the version: the operator records the request and moves the
+    // StatefulSet; the kubelet starts the new image with its environment.
+    world.set_spec(|s| s["postgresVersion"] = json!(18), 2);
+    let (r, requests) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}");
+    assert!(event_reasons(&requests).contains(&"UpgradeStarted".to_string()));
+    let c = world.sts_container();
+    assert_eq!(c["image"], IMAGE_18);
+    let id = env_of(&c, "PGSTEWARD_UPGRADE_ID").unwrap();
+    assert_eq!(id, "upgrade-17-to-18-g2");
+    real.mount_config(&world.fake.get("", "configmaps", NS, "db-config").unwrap());
+    real.run(18, &[("PGSTEWARD_UPGRADE_ID".into(), id.clone())]);
+    world.pod_runs(IMAGE_18, None);
+    world.use_exec(Arc::new(real.exec.clone()));
+
+    // Follow the image's real upgrade result until `upgrade.sh post`
+    // (analyze, extensions, backup, cleanup) is done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut reasons = Vec::new();
+    let mut events = Vec::new();
+    loop {
+        let (r, requests) = world.reconcile().await;
+        assert!(r.is_ok(), "{r:?}");
+        events.extend(event_reasons(&requests));
+        let reason = world.condition("Upgrading")["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if reasons.last() != Some(&reason) {
+            reasons.push(reason.clone());
+        }
+        if reason == "Succeeded" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no success within 180 s: {reasons:?}, {}\n{}",
+            world.condition("Upgrading"),
+            real.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let st = world.instance()["status"].clone();
+    assert_eq!(st["postgresVersion"], 18, "{st}");
+    assert_eq!(st["image"], IMAGE_18);
+    assert!(st["operation"].is_null(), "{st}");
+    assert!(
+        events.contains(&"UpgradeSucceeded".to_string()),
+        "{events:?}"
+    );
+    assert!(
+        !events.contains(&"UpgradeStarted".to_string()),
+        "started once: {events:?}"
+    );
+    assert_eq!(world.condition("Degraded")["status"], "False");
+    // The post-upgrade full backup went to the new major's storage.
+    assert!(real.root.join("storage/18").is_dir(), "{}", real.log());
+    assert!(
+        !real.root.join("volume/17/docker").exists(),
+        "the old data directory is removed"
     );
 }
