@@ -1876,6 +1876,14 @@ impl RealPod {
     /// environment (what the kubelet does with a changed StatefulSet), and
     /// wait until the server it execs answers.
     fn run(&mut self, major: u32, extra: &[(String, String)]) {
+        if let Err(code) = self.try_run(major, extra) {
+            panic!("the entrypoint exited {code}:\n{}", self.log());
+        }
+    }
+
+    /// [`run`], or the entrypoint's exit code when it stops before the
+    /// server is up (as a crashing container does).
+    fn try_run(&mut self, major: u32, extra: &[(String, String)]) -> Result<(), i32> {
         self.stop();
         self.major = major;
         let scripts = self.repo.join("images/postgres/scripts");
@@ -1963,7 +1971,8 @@ impl RealPod {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
         loop {
             if let Ok(Some(status)) = self.child.as_mut().unwrap().try_wait() {
-                panic!("the entrypoint exited {status}:\n{}", self.log());
+                self.child = None;
+                return Err(status.code().unwrap_or(128));
             }
             let server = std::fs::read_to_string(
                 self.root
@@ -1982,7 +1991,7 @@ impl RealPod {
                 .status()
                 .is_ok_and(|s| s.success());
             if ready && server.as_deref() == Some(pid.as_str()) {
-                return;
+                return Ok(());
             }
             assert!(
                 std::time::Instant::now() < deadline,
@@ -2203,4 +2212,78 @@ async fn the_whole_path_of_a_major_upgrade_against_real_postgresql() {
         !real.root.join("volume/17/docker").exists(),
         "the old data directory is removed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_upgrade_that_fails_its_check_is_rolled_back_to_the_old_image() {
+    let Some(mut real) = RealPod::start(17, &[17, 18]) else {
+        return;
+    };
+    // Break it as the image tier does: the old server preloads a library
+    // that the stash (pg_upgrade's --old-bindir) lacks.
+    let out = real
+        .exec
+        .exec(
+            NS,
+            "db-0",
+            vec![
+                "psql".into(),
+                "-XAtq".into(),
+                "-c".into(),
+                "alter system set shared_preload_libraries = 'pg_stat_statements'".into(),
+            ],
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    real.stop();
+    let stash_lib = std::fs::canonicalize(real.root.join("volume/pgsteward/stash/17/lib"))
+        .unwrap()
+        .join("pg_stat_statements.so");
+    std::fs::remove_file(&stash_lib).unwrap();
+    real.run(17, &[]);
+
+    let mut world = World::running(spec_at(17)).await;
+    world.pod_runs(IMAGE_17, None);
+    real.mount_config(&world.fake.get("", "configmaps", NS, "db-config").unwrap());
+    world.use_exec(Arc::new(real.exec.clone()));
+    let _ = world.reconcile().await;
+    world.set_spec(|s| s["postgresVersion"] = json!(18), 2);
+    let _ = world.reconcile().await;
+    let id = env_of(&world.sts_container(), "PGSTEWARD_UPGRADE_ID").unwrap();
+
+    // The new image rolls back and exits 1: the container crashes.
+    let code = real
+        .try_run(18, &[("PGSTEWARD_UPGRADE_ID".into(), id.clone())])
+        .expect_err("the upgrade must fail");
+    assert_eq!(code, 1, "{}", real.log());
+    world.pod_runs(IMAGE_18, Some(code));
+    let (r, requests) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}");
+    assert!(event_reasons(&requests).contains(&"UpgradeRolledBack".to_string()));
+    let c = world.sts_container();
+    assert_eq!(c["image"], IMAGE_17, "the previous image is back");
+    assert_eq!(env_of(&c, "PGSTEWARD_UPGRADE_ID"), None);
+
+    // The kubelet starts the old image: the old cluster runs as it was, and
+    // its report explains the failure.
+    real.run(17, &[]);
+    world.pod_runs(IMAGE_17, None);
+    world.use_exec(Arc::new(real.exec.clone()));
+    let (r, _) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}");
+    let st = world.instance()["status"].clone();
+    assert_eq!(st["postgresVersion"], 17, "{st}");
+    assert_eq!(st["failedUpgrade"]["id"], id.as_str());
+    assert_eq!(st["failedUpgrade"]["step"], "check", "{st}");
+    assert!(
+        st["failedUpgrade"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pg_stat_statements"),
+        "{st}"
+    );
+    assert_eq!(world.condition("Degraded")["reason"], "UpgradeFailed");
+    assert_eq!(world.condition("Ready")["status"], "True");
 }
