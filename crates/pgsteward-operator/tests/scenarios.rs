@@ -2287,3 +2287,104 @@ async fn a_real_upgrade_that_fails_its_check_is_rolled_back_to_the_old_image() {
     assert_eq!(world.condition("Degraded")["reason"], "UpgradeFailed");
     assert_eq!(world.condition("Ready")["status"], "True");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_in_place_restore_requested_through_spec_restore() {
+    let Some(mut real) = RealPod::start(18, &[18]) else {
+        return;
+    };
+    let psql = |sql: &str| {
+        vec![
+            "psql".to_string(),
+            "-XAtq".into(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+            "-c".into(),
+            sql.to_string(),
+        ]
+    };
+    let sql = |exec: LocalExec, q: &'static str| async move {
+        let out = exec
+            .exec(NS, "db-0", psql(q), std::time::Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(out.exit_code, 0, "{out:?}");
+        out.stdout.trim().to_string()
+    };
+    sql(
+        real.exec.clone(),
+        "create table t (v text); insert into t values ('in the backup')",
+    )
+    .await;
+
+    let mut world = World::running(minimal_spec()).await;
+    world.pod_runs(IMAGE_18, None);
+    real.mount_config(&world.fake.get("", "configmaps", NS, "db-config").unwrap());
+    world.use_exec(Arc::new(real.exec.clone()));
+    world.fake.seed(
+        PGI.0,
+        "pgbackups",
+        pgbackup_json("base", "db", "2026-11-21T10:00:00Z", None),
+    );
+    let (r, _) = reconcile_backup(&world, "base").await;
+    assert!(r.is_ok(), "{r:?}");
+    let b = world.fake.get(PGI.0, "pgbackups", NS, "base").unwrap()["status"].clone();
+    assert_eq!(b["phase"], "Succeeded", "{b}");
+    sql(
+        real.exec.clone(),
+        "insert into t values ('after the backup')",
+    )
+    .await;
+    let _ = world.reconcile().await;
+    assert!(world.instance()["status"]["firstRecoverabilityPoint"].is_string());
+
+    // Restore to the end of that backup, in place.
+    world.set_spec(
+        |s| s["restore"] = json!({"requestId": "r-real", "target": {"immediate": true}}),
+        2,
+    );
+    let (r, _) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(world.condition("Restoring")["status"], "True");
+    let c = world.sts_container();
+    let request: Vec<(String, String)> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"].as_str().unwrap().starts_with("PGSTEWARD_RESTORE"))
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(request.contains(&("PGSTEWARD_RESTORE_MODE".into(), "in-place".into())));
+    // The kubelet restarts the pod with the new template; the image
+    // restores before the server starts.
+    real.run(18, &request);
+    world.pod_runs(IMAGE_18, None);
+    world.use_exec(Arc::new(real.exec.clone()));
+    let (r, requests) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}");
+    let st = world.instance()["status"].clone();
+    assert_eq!(st["lastRestore"]["requestId"], "r-real", "{st}");
+    assert_eq!(
+        st["lastRestore"]["outcome"],
+        "succeeded",
+        "{st}\n{}",
+        real.log()
+    );
+    assert!(st["operation"].is_null(), "{st}");
+    assert_eq!(world.condition("Restoring")["reason"], "Succeeded");
+    assert!(event_reasons(&requests).contains(&"RestoreSucceeded".to_string()));
+    let rows = sql(
+        real.exec.clone(),
+        "select string_agg(v, ',' order by v) from t",
+    )
+    .await;
+    assert_eq!(
+        rows, "in the backup",
+        "the row written after the backup is gone"
+    );
+}
