@@ -76,6 +76,30 @@ async fn write(client: &Client, backup: &PgBackup, status: &PgBackupStatus) -> R
     })
 }
 
+/// A Normal event when a backup succeeded, a Warning when it failed, on
+/// the PgBackup (`kubectl describe pgbackup`).
+async fn publish(ctx: &Context, backup: &PgBackup, phase: BackupPhase, message: String) {
+    use kube::{
+        Resource,
+        runtime::events::{Event, EventType},
+    };
+    let (type_, reason) = match phase {
+        BackupPhase::Succeeded => (EventType::Normal, "BackupSucceeded"),
+        _ => (EventType::Warning, "BackupFailed"),
+    };
+    let reference = backup.object_ref(&());
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: crate::controller::note(message),
+        action: "Backup".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        warn!(error = %chain(&e), "could not publish event");
+    }
+}
+
 /// Reconcile one PgBackup.
 pub async fn reconcile(obj: Arc<DeserializeGuard<PgBackup>>, ctx: Arc<Context>) -> Result<Action> {
     let backup = match &obj.0 {
@@ -134,6 +158,13 @@ async fn reconcile_backup(backup: &PgBackup, ctx: &Context) -> Result<Action> {
                 ..prior.clone()
             };
             write(&ctx.client, backup, &next).await?;
+            publish(
+                ctx,
+                backup,
+                BackupPhase::Failed,
+                next.message.clone().unwrap_or_default(),
+            )
+            .await;
             Ok(Action::await_change())
         }
         BackupGate::Wait(message) => {
@@ -202,6 +233,9 @@ async fn reconcile_backup(backup: &PgBackup, ctx: &Context) -> Result<Action> {
             };
             info!(phase = ?next.phase, message = ?next.message, "backup finished");
             write(&ctx.client, &current, &next).await?;
+            if let Some(phase @ (BackupPhase::Succeeded | BackupPhase::Failed)) = next.phase {
+                publish(ctx, backup, phase, next.message.clone().unwrap_or_default()).await;
+            }
             Ok(match next.phase {
                 Some(BackupPhase::Running) => Action::requeue(WAIT),
                 _ => Action::await_change(),

@@ -210,7 +210,7 @@ fn reference(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) 
 }
 
 /// Events notes are limited to 1 kB.
-fn note(text: String) -> Option<String> {
+pub(crate) fn note(text: String) -> Option<String> {
     let mut text = text;
     if text.len() > 1000 {
         let mut cut = 1000;

@@ -1300,13 +1300,14 @@ async fn a_backup_request_runs_backup_sh_in_the_pod_and_reports_the_result() {
         ]]
     );
     assert_eq!(
-        writes(&requests),
+        non_event_writes(&requests),
         vec![
             "PATCH pgsteward.io/pgbackups/status/nightly",
             "PATCH pgsteward.io/pgbackups/status/nightly"
         ],
         "Running, then the result"
     );
+    assert_eq!(event_reasons(&requests), vec!["BackupSucceeded"]);
     let running = &requests
         .iter()
         .find(|r| r.is_write())
@@ -1367,6 +1368,7 @@ async fn backups_of_a_missing_instance_fail_and_a_second_one_waits() {
             .unwrap()
             .contains("PgInstance shop/nope does not exist")
     );
+    assert_eq!(event_reasons(&requests), vec!["BackupFailed"]);
 
     let (r, requests) = reconcile_backup(&world, "second").await;
     assert_eq!(
