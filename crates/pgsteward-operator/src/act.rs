@@ -326,6 +326,36 @@ pub fn archiver_record(a: &Archiver) -> ArchiverRecord {
     }
 }
 
+/// How stale `status.archiver.lastArchived*` may get: progress alone is
+/// written at most this often, so a busy server's archiving does not turn
+/// every status write (and the reconcile it triggers) into another one.
+pub const ARCHIVER_REFRESH: SignedDuration = SignedDuration::from_mins(5);
+
+/// `status.archiver` from the report: rewritten at once when failures
+/// change, otherwise only when the recorded success is older than
+/// [`ARCHIVER_REFRESH`].
+pub fn refresh_archiver(prior: Option<&ArchiverRecord>, a: &Archiver) -> ArchiverRecord {
+    let next = archiver_record(a);
+    let Some(old) = prior else {
+        return next;
+    };
+    let same_failures =
+        old.failed_count == next.failed_count && old.last_failed_wal == next.last_failed_wal;
+    let fresh = match (
+        old.last_archived_time.as_deref().and_then(parse_time),
+        next.last_archived_time.as_deref().and_then(parse_time),
+    ) {
+        (Some(o), Some(n)) => n.duration_since(o) < ARCHIVER_REFRESH,
+        (None, None) => true,
+        _ => false,
+    };
+    if same_failures && fresh {
+        old.clone()
+    } else {
+        next
+    }
+}
+
 /// `status.lastBackup` from a successful backup result.
 pub fn backup_record(result: &BackupResult) -> Option<BackupRecord> {
     (result.outcome == Outcome::Succeeded).then(|| BackupRecord {
@@ -823,7 +853,7 @@ pub fn plan(
             }
         }
         if let Some(a) = &r.archiver {
-            p.archiver = Some(archiver_record(a));
+            p.archiver = Some(refresh_archiver(prior.archiver.as_ref(), a));
         }
     }
     if let Some(b) = &spec.backup {

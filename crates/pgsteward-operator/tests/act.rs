@@ -1166,3 +1166,44 @@ fn the_pod_environment_carries_the_requests_and_an_in_place_restore_replaces_boo
         ]
     );
 }
+
+#[test]
+fn archiving_progress_is_written_at_most_every_few_minutes_failures_at_once() {
+    use pgsteward_operator::image_state::Archiver;
+    let at = |wal: &str, time: &str, failed: i64| Archiver {
+        archived_count: Some(1),
+        last_archived_wal: Some(wal.into()),
+        last_archived_time: Some(time.into()),
+        failed_count: Some(failed),
+        last_failed_wal: (failed > 0).then(|| "000000010000000000000009".into()),
+        last_failed_time: (failed > 0).then(|| "2026-11-21T06:01:00Z".into()),
+    };
+    let first = act::refresh_archiver(None, &at("01", "2026-11-21T06:00:00Z", 0));
+    assert_eq!(first.last_archived_wal.as_deref(), Some("01"));
+    // (what, next report, expected recorded WAL, failures)
+    let table = [
+        (
+            "progress within 5 min: kept",
+            at("02", "2026-11-21T06:04:00Z", 0),
+            "01",
+            0,
+        ),
+        (
+            "progress after 5 min: written",
+            at("03", "2026-11-21T06:06:00Z", 0),
+            "03",
+            0,
+        ),
+        (
+            "a failure: written at once",
+            at("02", "2026-11-21T06:01:30Z", 1),
+            "02",
+            1,
+        ),
+    ];
+    for (what, next, wal, failed) in table {
+        let r = act::refresh_archiver(Some(&first), &next);
+        assert_eq!(r.last_archived_wal.as_deref(), Some(wal), "{what}");
+        assert_eq!(r.failed_count, Some(failed), "{what}");
+    }
+}
