@@ -488,8 +488,18 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
         }
         Err(problems) => {
             let health = status::Health::of_observed(&observed);
-            let next = status::desired_status(instance, &health, Some(&problems), None, now);
-            write_status(instance, &next, ctx).await?;
+            let mut next = status::desired_status(instance, &health, Some(&problems), None, now);
+            // Nothing was applied: an operation's conditions stay as they were.
+            let kept: Vec<_> = prior_status
+                .conditions
+                .iter()
+                .filter(|c| {
+                    c.type_ == condition_type::UPGRADING || c.type_ == condition_type::RESTORING
+                })
+                .cloned()
+                .collect();
+            status::override_conditions(&mut next, &prior_status.conditions, kept, now);
+            Box::pin(write_status(instance, &next, ctx)).await?;
             Err(Error::InvalidSpec(problems))
         }
     }

@@ -2390,3 +2390,27 @@ async fn a_real_in_place_restore_requested_through_spec_restore() {
         "the row written after the backup is gone"
     );
 }
+
+#[tokio::test]
+async fn an_upgrade_in_an_invalid_spec_starts_nothing_and_says_nothing_runs() {
+    let world = World::running(spec_at(17)).await;
+    assert_eq!(world.condition("Upgrading")["reason"], "NoUpgrade");
+    world.set_spec(
+        |s| {
+            s["postgresVersion"] = json!(18);
+            s["superuserSecretRef"] = json!({"name": "missing"});
+        },
+        2,
+    );
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_err());
+    assert_eq!(
+        non_event_writes(&requests),
+        vec!["PATCH pgsteward.io/pginstances/status/db"]
+    );
+    assert_eq!(world.condition("Degraded")["reason"], "SecretNotFound");
+    assert_eq!(world.condition("Upgrading")["status"], "False");
+    assert_eq!(world.condition("Upgrading")["reason"], "NoUpgrade");
+    assert!(world.instance()["status"]["operation"].is_null());
+    assert_eq!(world.sts_container()["image"], IMAGE_17);
+}
