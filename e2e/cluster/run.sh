@@ -18,6 +18,7 @@
 #   6. a missing Secret gives Degraded=True naming it, and a Warning event;
 #      a PgBackup of a missing instance is Failed, one of an instance that is
 #      not Ready waits (Pending) and says so; `kubectl get pgbackup` columns;
+#      a restore target in the future is refused by the operator;
 #   7. deleting an instance runs cleanup and keeps the data's Secret.
 #
 # Exit codes: 0 every check passed, or the tier was skipped (it says so);
@@ -324,6 +325,19 @@ same "PgBackup printer columns" "$(head -n 1 <<<"$table" | tr -s ' ')" "NAME INS
 check "kubectl get pgbackup shows the phase" grep -q "^orphan .* Failed " <<<"$table"
 wide=$(k get pgbackup -o wide 2>&1 | head -n 1 | tr -s ' ')
 same "PgBackup wide columns" "$wide" "NAME INSTANCE PHASE BACKUP FINISHED AGE BEGIN LSN END LSN MESSAGE"
+
+# A restore target in the future cannot be a CEL rule (CEL has no clock):
+# the operator refuses it before anything is touched.
+k patch pginstance orders --type merge \
+  -p '{"spec":{"restore":{"requestId":"in-the-future","target":{"time":"2099-01-01T00:00:00Z"}}}}' >/dev/null
+future() { [ "$(jp pginstance/orders '{.status.conditions[?(@.type=="Degraded")].reason}')" = RestoreTargetInFuture ]; }
+if wait_for 60 future; then
+  ok "restore target in the future: Degraded=True RestoreTargetInFuture, $(jp pginstance/orders '{.status.lastRestore.outcome}')"
+else
+  not_ok "restore target in the future: no RestoreTargetInFuture within 60 s ($(jp pginstance/orders '{.status.conditions[?(@.type=="Degraded")]}'))"
+fi
+restore_env=$(jp statefulset/orders '{.spec.template.spec.containers[0].env[?(@.name=="PGSTEWARD_RESTORE_ID")].value}')
+same "restore target in the future: nothing is put on the pod template" "$restore_env" ""
 
 # ------------------------------------------------------------------ 7. delete
 if k delete pginstance minimal --timeout=60s >/dev/null 2>&1; then
