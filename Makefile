@@ -34,8 +34,8 @@ lint: ## rustfmt, clippy, shellcheck, hadolint, CRD drift, bake matrix
 	@hack/lint.sh
 
 .PHONY: test-unit
-test-unit: ## Rust unit and mocked-API tests
-	$(CARGO) test --workspace --locked
+test-unit: ## Rust unit and mocked-API tests, including those that run the image's scripts (ignored by a bare cargo test)
+	$(CARGO) test --workspace --locked -- --include-ignored
 
 .PHONY: test-image
 test-image: ## the image's scripts against real PostgreSQL

@@ -29,28 +29,22 @@ fn fixture_path(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A result file from `e2e/fixtures/state/`. They are written by the image
-/// tier (`e2e/image/`, `make test-image`); a test whose fixture is missing
-/// says so and is not run.
-fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
+/// A result file from `e2e/fixtures/state/`, written by the image tier
+/// (`e2e/image/`) and committed. A missing or malformed one fails the test:
+/// the two sides of the contract must not drift apart silently.
+fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
     let path = fixture_path(name);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            Some(image_state::parse(&text).unwrap_or_else(|e| {
-                panic!("{} does not match the contract: {e:?}", path.display())
-            }))
-        }
-        Err(_) => {
-            eprintln!(
-                "SKIPPED: fixture {} is missing; the image tier writes it (e2e/image, `make test-image`)",
-                path.display()
-            );
-            None
-        }
-    }
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "fixture {} is missing ({e}); the image tier writes it with PGSTEWARD_UPDATE_FIXTURES=1",
+            path.display()
+        )
+    });
+    image_state::parse(&text)
+        .unwrap_or_else(|e| panic!("{} does not match the contract: {e:?}", path.display()))
 }
 
-fn fixture_json(name: &str) -> Option<Value> {
+fn fixture_json(name: &str) -> Value {
     fixture(name)
 }
 
@@ -119,9 +113,7 @@ fn backup_results_become_pgbackup_phases() {
         ),
     ];
     for (name, code, phase, backup, message) in table {
-        let Some(result) = fixture::<BackupResult>(name) else {
-            continue;
-        };
+        let result = fixture::<BackupResult>(name);
         let st = act::backup_status_from_result(&PgBackupStatus::default(), &result, *code);
         assert_eq!(st.phase, Some(*phase), "{name}");
         assert_eq!(st.backup_name.as_deref(), *backup, "{name}");
@@ -302,12 +294,8 @@ fn backup_gate_fails_waits_or_goes_and_says_which() {
 
 #[test]
 fn backup_health_from_archiver_last_result_and_schedule() {
-    let Some(ok) = fixture_json("backup-succeeded-scheduled.json") else {
-        return;
-    };
-    let Some(failed) = fixture_json("backup-failed-push.json") else {
-        return;
-    };
+    let ok = fixture_json("backup-succeeded-scheduled.json");
+    let failed = fixture_json("backup-failed-push.json");
     let ok_result: BackupResult = serde_json::from_value(ok.clone()).unwrap();
     let last = act::backup_record(&ok_result).expect("a succeeded backup is recorded");
     assert_eq!(last.name.as_deref(), Some("base_000000010000000000000003"));
@@ -493,9 +481,7 @@ fn upgrade_results_drive_the_rollback_decision() {
         ),
     ];
     for (name, expect, step, contains) in table {
-        let Some(result) = fixture::<UpgradeResult>(name) else {
-            continue;
-        };
+        let result = fixture::<UpgradeResult>(name);
         let op = upgrade_op(&result.id);
         let inputs = UpgradeInputs {
             spec_major: 18,
@@ -541,9 +527,7 @@ fn upgrade_results_drive_the_rollback_decision() {
 
 #[test]
 fn a_rolled_back_upgrade_carries_pg_upgrades_own_message() {
-    let Some(result) = fixture::<UpgradeResult>("upgrade-rolled_back-check.json") else {
-        return;
-    };
+    let result = fixture::<UpgradeResult>("upgrade-rolled_back-check.json");
     let op = upgrade_op(&result.id);
     let UpgradeDecision::RollBack(f) = act::decide_upgrade(&UpgradeInputs {
         spec_major: 18,
@@ -576,7 +560,7 @@ fn upgrade_starts_once_resumes_and_is_not_retried_until_the_spec_changes() {
         from_image: Some("img:17".into()),
     };
     let op = upgrade_op("upgrade-17-to-18-g2");
-    let other_result: Option<UpgradeResult> = fixture("upgrade-succeeded.json");
+    let other_result: Option<UpgradeResult> = Some(fixture("upgrade-succeeded.json"));
     let base = UpgradeInputs {
         spec_major: 18,
         generation: 2,
@@ -668,9 +652,7 @@ fn upgrade_starts_once_resumes_and_is_not_retried_until_the_spec_changes() {
 
 #[test]
 fn an_unconfirmed_rollback_is_completed_from_the_result_the_old_image_reports() {
-    let Some(mut result) = fixture::<UpgradeResult>("upgrade-rolled_back-check.json") else {
-        return;
-    };
+    let mut result = fixture::<UpgradeResult>("upgrade-rolled_back-check.json");
     result.id = "upgrade-17-to-18-g2".into();
     let unknown = FailedUpgrade {
         id: "upgrade-17-to-18-g2".into(),
@@ -729,9 +711,7 @@ fn restore_results_finish_the_request_with_their_outcome() {
         ("restore-succeeded-pitr.json", "succeeded", "finished"),
     ];
     for (name, outcome, step) in table {
-        let Some(result) = fixture::<RestoreResult>(name) else {
-            continue;
-        };
+        let result = fixture::<RestoreResult>(name);
         let request = restore_request(&result.id, json!({"latest": true}));
         let op = OperationRecord {
             kind: "restore".into(),
@@ -763,11 +743,7 @@ fn restore_targets_are_checked_before_anything_is_touched() {
     // The image refused this target in its own test (the fixture is
     // rewritten by each image-tier run, with that run's times); the
     // operator refuses it earlier, from status.firstRecoverabilityPoint.
-    let Some(image_refused) =
-        fixture::<RestoreResult>("restore-failed-target-before-first-backup.json")
-    else {
-        return;
-    };
+    let image_refused = fixture::<RestoreResult>("restore-failed-target-before-first-backup.json");
     assert_eq!(image_refused.outcome, image_state::Outcome::Failed);
     let before = image_refused.details.target_value.clone().unwrap();
     let first_backup_end = ts(&before) + k8s_openapi::jiff::SignedDuration::from_secs(2);
@@ -894,13 +870,11 @@ fn config_revision_changes_with_the_content_only() {
 
 #[test]
 fn pgsteward_status_output_parses_with_every_result_kind() {
-    let (Some(b), Some(r), Some(u)) = (
+    let (b, r, u) = (
         fixture_json("backup-succeeded.json"),
         fixture_json("restore-succeeded-in-place.json"),
         fixture_json("upgrade-running-cleanup.json"),
-    ) else {
-        return;
-    };
+    );
     let rep = report(
         json!({"backup": b, "restore": r, "upgrade": u}),
         healthy_archiver(),
@@ -936,9 +910,7 @@ fn pgsteward_status_output_parses_with_every_result_kind() {
 
 #[test]
 fn backup_sh_stdout_is_read_as_its_last_json_object() {
-    let Some(result) = fixture_json("backup-succeeded.json") else {
-        return;
-    };
+    let result = fixture_json("backup-succeeded.json");
     let pretty = serde_json::to_string_pretty(&result).unwrap();
     let compact = format!("some noise\n{}\n", serde_json::to_string(&result).unwrap());
     for out in [pretty, compact] {
@@ -988,12 +960,10 @@ fn overriding_a_condition_moves_its_time_only_when_its_status_changes() {
 
 #[test]
 fn real_pgsteward_status_documents_drive_reload_restart_and_restore_progress() {
-    let (Some(up), Some(down)) = (
+    let (up, down) = (
         fixture::<StatusReport>("status.json"),
         fixture::<StatusReport>("status-server-down-restore-running.json"),
-    ) else {
-        return;
-    };
+    );
     // The running server has both a pending restart (shared_buffers) and a
     // refused value (work_mem): the refused value is reported first.
     assert!(up.server.running);

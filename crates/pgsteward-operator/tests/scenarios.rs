@@ -1646,23 +1646,23 @@ async fn a_config_change_is_reloaded_and_restarts_the_pod_only_when_needed() {
 
 /// The pod's side run for real: the image's scripts on this machine, with
 /// a volume in a temporary directory (no server: the kubelet and
-/// PostgreSQL are what is missing). None, with a SKIPPED line, when a tool
-/// the scripts need is not installed.
-fn local_pod(volume: &std::path::Path) -> Option<LocalExec> {
+/// PostgreSQL are what is missing). Panics, naming the tool, when one the
+/// scripts need is not installed: such tests are `#[ignore]`d for a bare
+/// `cargo test` and run by `make test`, after `make test-deps`.
+fn local_pod(volume: &std::path::Path) -> LocalExec {
     for tool in ["bash", "jq", "flock"] {
         let found = std::process::Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
             .is_ok_and(|o| o.status.success());
         if !found {
-            eprintln!("SKIPPED: the image's scripts need {tool} on PATH (apt-get install {tool})");
-            return None;
+            panic!("the image's scripts need {tool} on PATH: run `make test-deps`");
         }
     }
     let scripts =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../images/postgres/scripts");
     let v = volume.display().to_string();
-    Some(LocalExec {
+    LocalExec {
         scripts_dir: scripts,
         prefix: vec![],
         mounts: vec![],
@@ -1674,7 +1674,7 @@ fn local_pod(volume: &std::path::Path) -> Option<LocalExec> {
             ("PGHOST".into(), format!("{v}/run")),
             ("PGCONNECT_TIMEOUT".into(), "2".into()),
         ],
-    })
+    }
 }
 
 fn temp_volume(name: &str) -> std::path::PathBuf {
@@ -1685,12 +1685,11 @@ fn temp_volume(name: &str) -> std::path::PathBuf {
     dir
 }
 
+#[ignore = "runs the image's scripts for real: needs `make test-deps`; `make test` runs it"]
 #[tokio::test]
 async fn a_backup_request_runs_the_real_backup_sh_and_its_result_reaches_both_statuses() {
     let volume = temp_volume("backup");
-    let Some(local) = local_pod(&volume) else {
-        return;
-    };
+    let local = local_pod(&volume);
     let mut world = World::running(minimal_spec()).await;
     world.pod_runs(IMAGE_18, None);
     world.use_exec(Arc::new(local));
@@ -1733,13 +1732,12 @@ async fn a_backup_request_runs_the_real_backup_sh_and_its_result_reaches_both_st
     let _ = std::fs::remove_dir_all(&volume);
 }
 
+#[ignore = "runs the image's scripts for real: needs `make test-deps`; `make test` runs it"]
 #[tokio::test]
 async fn a_rolled_back_upgrade_is_explained_from_the_state_file_through_the_real_pgsteward_status()
 {
     let volume = temp_volume("upgrade");
-    let Some(local) = local_pod(&volume) else {
-        return;
-    };
+    let local = local_pod(&volume);
     let mut world = World::running(spec_at(17)).await;
     world.set_spec(|s| s["postgresVersion"] = json!(18), 2);
     let _ = world.reconcile().await;
@@ -1795,9 +1793,10 @@ fn pg_bindir(major: u32) -> std::path::PathBuf {
 }
 
 impl RealPod {
-    /// None, with a SKIPPED line saying what is missing, when this machine
-    /// cannot run it (`make test-deps` installs the binaries).
-    fn start(major: u32, needs: &[u32]) -> Option<Self> {
+    /// Panics, saying what is missing, when this machine cannot run it
+    /// (`make test-deps` installs it all). Its tests are `#[ignore]`d for a
+    /// bare `cargo test`; `make test` runs them.
+    fn start(major: u32, needs: &[u32]) -> Self {
         let have = |cmd: &str| {
             std::process::Command::new("sh")
                 .args(["-c", &format!("command -v {cmd}")])
@@ -1831,11 +1830,10 @@ impl RealPod {
             }
         }
         if !missing.is_empty() {
-            eprintln!(
-                "SKIPPED: the real-PostgreSQL scenario needs {}",
+            panic!(
+                "the real-PostgreSQL scenario needs {}: run `make test-deps`",
                 missing.join(", ")
             );
-            return None;
         }
         let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
         let root = std::path::PathBuf::from(format!(
@@ -1871,7 +1869,7 @@ impl RealPod {
             exec: LocalExec::default(),
         };
         pod.run(major, &[]);
-        Some(pod)
+        pod
     }
 
     /// Start the entrypoint of `major`'s image with the pod template's extra
@@ -2053,11 +2051,10 @@ impl Drop for RealPod {
     }
 }
 
+#[ignore = "runs the image's scripts for real: needs `make test-deps`; `make test` runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_path_against_a_real_postgresql_backup_health_reload_and_restart() {
-    let Some(real) = RealPod::start(18, &[18]) else {
-        return;
-    };
+    let real = RealPod::start(18, &[18]);
     let mut world = World::running(minimal_spec()).await;
     world.pod_runs(IMAGE_18, None);
     real.mount_config(&world.fake.get("", "configmaps", NS, "db-config").unwrap());
@@ -2140,11 +2137,10 @@ async fn the_whole_path_against_a_real_postgresql_backup_health_reload_and_resta
     );
 }
 
+#[ignore = "runs the image's scripts for real: needs `make test-deps`; `make test` runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_path_of_a_major_upgrade_against_real_postgresql() {
-    let Some(mut real) = RealPod::start(17, &[17, 18]) else {
-        return;
-    };
+    let mut real = RealPod::start(17, &[17, 18]);
     let mut world = World::running(spec_at(17)).await;
     world.pod_runs(IMAGE_17, None);
     real.mount_config(&world.fake.get("", "configmaps", NS, "db-config").unwrap());
@@ -2216,11 +2212,10 @@ async fn the_whole_path_of_a_major_upgrade_against_real_postgresql() {
     );
 }
 
+#[ignore = "runs the image's scripts for real: needs `make test-deps`; `make test` runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_upgrade_that_fails_its_check_is_rolled_back_to_the_old_image() {
-    let Some(mut real) = RealPod::start(17, &[17, 18]) else {
-        return;
-    };
+    let mut real = RealPod::start(17, &[17, 18]);
     // Break it as the image tier does: the old server preloads a library
     // that the stash (pg_upgrade's --old-bindir) lacks.
     let out = real
@@ -2290,11 +2285,10 @@ async fn a_real_upgrade_that_fails_its_check_is_rolled_back_to_the_old_image() {
     assert_eq!(world.condition("Ready")["status"], "True");
 }
 
+#[ignore = "runs the image's scripts for real: needs `make test-deps`; `make test` runs it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_in_place_restore_requested_through_spec_restore() {
-    let Some(mut real) = RealPod::start(18, &[18]) else {
-        return;
-    };
+    let mut real = RealPod::start(18, &[18]);
     let psql = |sql: &str| {
         vec![
             "psql".to_string(),
