@@ -87,6 +87,7 @@ async fn publish(ctx: &Context, backup: &PgBackup, phase: BackupPhase, message: 
         BackupPhase::Succeeded => (EventType::Normal, "BackupSucceeded"),
         _ => (EventType::Warning, "BackupFailed"),
     };
+    ctx.metrics.operation_event(reason);
     let reference = backup.object_ref(&());
     let event = Event {
         type_,

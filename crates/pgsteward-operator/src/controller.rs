@@ -424,6 +424,7 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
                 restart_pod(ctx, &ns, &pod_name).await?;
             }
             for e in &plan.events {
+                ctx.metrics.operation_event(e.reason);
                 publish(
                     ctx,
                     &instance.metadata,

@@ -28,6 +28,37 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub kind: String,
+    pub outcome: String,
+}
+
+impl OperationLabels {
+    /// The labels of an operation event's reason: `UpgradeRolledBack` is
+    /// kind `upgrade`, outcome `rolled_back`. None for other events.
+    pub fn from_event_reason(reason: &str) -> Option<Self> {
+        const KINDS: [&str; 4] = ["Backup", "Restore", "Upgrade", "Restart"];
+        let kind = KINDS.iter().find(|k| reason.starts_with(**k))?;
+        let rest = &reason[kind.len()..];
+        let mut outcome = String::new();
+        for (i, c) in rest.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                outcome.push('_');
+            }
+            outcome.push(c.to_ascii_lowercase());
+        }
+        Some(Self {
+            kind: kind.to_ascii_lowercase(),
+            outcome: if outcome.is_empty() {
+                "requested".into()
+            } else {
+                outcome
+            },
+        })
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConditionLabels {
     pub condition: String,
     pub status: String,
@@ -42,6 +73,7 @@ pub struct Metrics {
     pub status_writes: Family<OutcomeLabels, Counter>,
     pub object_writes: Family<KindLabels, Counter>,
     pub instances: Family<ConditionLabels, Gauge>,
+    pub operations: Family<OperationLabels, Counter>,
     /// Each instance's condition statuses, to count instances by condition.
     conditions_by_instance: Mutex<HashMap<String, Vec<(String, String)>>>,
 }
@@ -56,6 +88,7 @@ impl Default for Metrics {
         let status_writes = Family::<OutcomeLabels, Counter>::default();
         let object_writes = Family::<KindLabels, Counter>::default();
         let instances = Family::<ConditionLabels, Gauge>::default();
+        let operations = Family::<OperationLabels, Counter>::default();
         registry.register("reconciliations", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_duration_seconds",
@@ -82,6 +115,11 @@ impl Default for Metrics {
             "PgInstances by condition and status",
             instances.clone(),
         );
+        registry.register(
+            "operations",
+            "Operations (backup, restore, upgrade, restart) started and ended, by kind and outcome",
+            operations.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -90,6 +128,7 @@ impl Default for Metrics {
             status_writes,
             object_writes,
             instances,
+            operations,
             conditions_by_instance: Mutex::default(),
         }
     }
@@ -124,6 +163,13 @@ impl Metrics {
             .inc();
     }
 
+    /// Count an operation event (see `OperationLabels::from_event_reason`).
+    pub fn operation_event(&self, reason: &str) {
+        if let Some(labels) = OperationLabels::from_event_reason(reason) {
+            self.operations.get_or_create(&labels).inc();
+        }
+    }
+
     /// Record an instance's conditions (None: it is gone) and recount.
     pub fn set_conditions(&self, instance: &str, conditions: Option<Vec<(String, String)>>) {
         let mut map = self.conditions_by_instance.lock().expect("metrics lock");
@@ -155,3 +201,36 @@ impl Metrics {
 }
 
 pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_events_become_kind_and_outcome_labels() {
+        let table = [
+            ("UpgradeRolledBack", Some(("upgrade", "rolled_back"))),
+            ("UpgradeStarted", Some(("upgrade", "started"))),
+            ("BackupSucceeded", Some(("backup", "succeeded"))),
+            ("RestoreFailed", Some(("restore", "failed"))),
+            ("Restart", Some(("restart", "requested"))),
+            ("Applied", None),
+        ];
+        for (reason, want) in table {
+            let got = OperationLabels::from_event_reason(reason);
+            assert_eq!(
+                got.as_ref().map(|l| (l.kind.as_str(), l.outcome.as_str())),
+                want,
+                "{reason}"
+            );
+        }
+        let m = Metrics::default();
+        m.operation_event("UpgradeRolledBack");
+        m.operation_event("Applied");
+        let text = m.render();
+        assert!(
+            text.contains("pgsteward_operations_total{kind=\"upgrade\",outcome=\"rolled_back\"} 1"),
+            "{text}"
+        );
+    }
+}
