@@ -532,6 +532,20 @@ fn bootstrap_recovery_requests_a_restore_once_per_instance() {
             None,
             None,
         ),
+        (
+            json!({"target": {"xid": "7421"}}),
+            "bootstrap",
+            "xid",
+            Some("7421"),
+            None,
+        ),
+        (
+            json!({"target": {"name": "before-migration"}, "sourcePrefix": "s3://b/other"}),
+            "clone",
+            "name",
+            Some("before-migration"),
+            Some("s3://b/other"),
+        ),
     ];
     for (recovery, mode, target, value, source) in cases {
         let mut spec = minimal();
