@@ -30,6 +30,7 @@ use pgsteward_api::{
 use crate::image_state::{
     Archiver, BackupResult, Outcome, RestoreResult, StatusReport, UpgradeResult,
 };
+use crate::status::condition;
 
 /// Operation kinds, as `status.operation.kind` spells them.
 pub mod kind {
@@ -796,16 +797,6 @@ pub struct Plan {
     pub restart_pod: bool,
 }
 
-fn cond(
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    crate::status::new_condition(type_, status, reason, message, generation)
-}
-
 /// Decide every operation for this reconcile, in the documented order
 /// (see the module documentation).
 pub fn plan(
@@ -866,7 +857,7 @@ pub fn plan(
                 .is_some_and(|c| c.reason != "NotConfigured");
         if !keep {
             p.conditions
-                .push(cond(BACKUP_HEALTHY, s, reason, message, generation));
+                .push(condition(BACKUP_HEALTHY, s, reason, message, generation));
         }
     }
 
@@ -910,12 +901,12 @@ pub fn plan(
                     degraded.push(("RestoreFailed", message.clone()));
                 }
                 p.conditions
-                    .push(cond(RESTORING, "False", reason, message, generation));
+                    .push(condition(RESTORING, "False", reason, message, generation));
             }
         }
         RestoreDecision::Reject(reason, message) => {
             degraded.push((reason, message.clone()));
-            p.conditions.push(cond(
+            p.conditions.push(condition(
                 RESTORING,
                 "False",
                 "Rejected",
@@ -935,7 +926,7 @@ pub fn plan(
         }
         RestoreDecision::Wait(message) => {
             waiting.push(message.clone());
-            p.conditions.push(cond(
+            p.conditions.push(condition(
                 RESTORING,
                 "False",
                 "Waiting",
@@ -959,7 +950,7 @@ pub fn plan(
                 finished_at: None,
                 message: Some(message.clone()),
             });
-            p.conditions.push(cond(
+            p.conditions.push(condition(
                 RESTORING,
                 "True",
                 "InPlace",
@@ -983,7 +974,7 @@ pub fn plan(
                 l.message = Some(text.clone());
             }
             p.conditions
-                .push(cond(RESTORING, "True", "InPlace", text, generation));
+                .push(condition(RESTORING, "True", "InPlace", text, generation));
         }
         RestoreDecision::Finished(record) => {
             run.restore = restore_env();
@@ -1010,7 +1001,7 @@ pub fn plan(
                     .or_else(|| record.started_at.clone()),
                 ..record.clone()
             });
-            p.conditions.push(cond(
+            p.conditions.push(condition(
                 RESTORING,
                 "False",
                 reason,
@@ -1057,7 +1048,7 @@ pub fn plan(
         UpgradeDecision::Idle => {
             p.failed_upgrade = None;
             p.conditions
-                .push(cond(UPGRADING, "False", "NoUpgrade", "", generation));
+                .push(condition(UPGRADING, "False", "NoUpgrade", "", generation));
         }
         UpgradeDecision::Start(op) if upgrade_blocked_by_restore => {
             let message = format!(
@@ -1072,8 +1063,9 @@ pub fn plan(
             let from = op.from_major.unwrap_or(spec.postgres_version);
             run.major = from;
             run.image = previous_image(from, op.from_image.as_ref());
-            p.conditions
-                .push(cond(UPGRADING, "False", "Waiting", message, generation));
+            p.conditions.push(condition(
+                UPGRADING, "False", "Waiting", message, generation,
+            ));
         }
         UpgradeDecision::Start(op) => {
             let message = format!(
@@ -1086,7 +1078,7 @@ pub fn plan(
             p.operation = Some(op);
             p.record_first = true;
             p.failed_upgrade = None;
-            p.conditions.push(cond(
+            p.conditions.push(condition(
                 UPGRADING,
                 "True",
                 "InProgress",
@@ -1112,7 +1104,7 @@ pub fn plan(
                 None => format!("{}: {message}", op.id),
             };
             p.conditions
-                .push(cond(UPGRADING, "True", reason, text, generation));
+                .push(condition(UPGRADING, "True", reason, text, generation));
         }
         UpgradeDecision::Succeeded(op, message) => {
             run.upgrade_id = Some(op.id.clone());
@@ -1120,7 +1112,7 @@ pub fn plan(
             p.failed_upgrade = None;
             p.postgres_version = op.to_major;
             let text = format!("{}: {message}", op.id);
-            p.conditions.push(cond(
+            p.conditions.push(condition(
                 UPGRADING,
                 "False",
                 "Succeeded",
@@ -1140,7 +1132,7 @@ pub fn plan(
             p.operation = None;
             let message = failed_message(&f);
             degraded.push(("UpgradeFailed", message.clone()));
-            p.conditions.push(cond(
+            p.conditions.push(condition(
                 UPGRADING,
                 "False",
                 "RolledBack",
@@ -1160,8 +1152,13 @@ pub fn plan(
             run.image = previous_image(f.from_major, f.from_image.as_ref());
             let message = failed_message(&f);
             degraded.push(("UpgradeFailed", message.clone()));
-            p.conditions
-                .push(cond(UPGRADING, "False", "RolledBack", message, generation));
+            p.conditions.push(condition(
+                UPGRADING,
+                "False",
+                "RolledBack",
+                message,
+                generation,
+            ));
             p.failed_upgrade = Some(f);
         }
         UpgradeDecision::FailedForward(op, step, message) => {
@@ -1172,8 +1169,13 @@ pub fn plan(
                 op.to_major.unwrap_or_default()
             );
             degraded.push(("UpgradeFailedAfterPointOfNoReturn", text.clone()));
-            p.conditions
-                .push(cond(UPGRADING, "True", "Failed", text.clone(), generation));
+            p.conditions.push(condition(
+                UPGRADING,
+                "True",
+                "Failed",
+                text.clone(),
+                generation,
+            ));
             if instance
                 .condition(DEGRADED)
                 .is_none_or(|c| c.reason != "UpgradeFailedAfterPointOfNoReturn")
@@ -1213,7 +1215,7 @@ pub fn plan(
                     p.restart_pod = true;
                     let message =
                         format!("restarting the pod: changed settings need a restart ({list})");
-                    p.conditions.push(cond(
+                    p.conditions.push(condition(
                         PROGRESSING,
                         "True",
                         "PendingRestart",
@@ -1232,7 +1234,7 @@ pub fn plan(
                         op.kind, op.id
                     );
                     waiting.push(message.clone());
-                    p.conditions.push(cond(
+                    p.conditions.push(condition(
                         PROGRESSING,
                         "True",
                         "PendingRestart",
@@ -1241,7 +1243,7 @@ pub fn plan(
                     ));
                 }
                 _ => {
-                    p.conditions.push(cond(
+                    p.conditions.push(condition(
                         PROGRESSING,
                         "True",
                         "PendingRestart",
@@ -1273,7 +1275,7 @@ pub fn plan(
             .collect::<Vec<_>>()
             .join("; ");
         p.conditions
-            .push(cond(DEGRADED, "True", reason, message, generation));
+            .push(condition(DEGRADED, "True", reason, message, generation));
     }
     p.waiting = (!waiting.is_empty()).then_some(waiting);
     p.run = run;

@@ -107,7 +107,8 @@ fn pod_problem(pod: &Pod) -> Option<(String, String)> {
     None
 }
 
-fn condition(
+/// A condition with this generation (its time is set by [`merge_conditions`]).
+pub fn condition(
     type_: &str,
     status: &str,
     reason: &str,
@@ -343,17 +344,6 @@ pub fn override_conditions(
         .collect();
     desired.extend(overrides);
     status.conditions = merge_conditions(prior, desired, now);
-}
-
-/// A condition with this generation (its time is set by [`merge_conditions`]).
-pub fn new_condition(
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-) -> Condition {
-    condition(type_, status, reason, message, generation)
 }
 
 /// Keep each condition's `lastTransitionTime` while its status is unchanged;

@@ -182,7 +182,7 @@ fn instance(ready: Option<&str>, operation: Option<OperationRecord>, backup: boo
         ..Default::default()
     };
     if let Some(r) = ready {
-        st.conditions.push(status::new_condition(
+        st.conditions.push(status::condition(
             "Ready",
             r,
             if r == "True" { "Running" } else { "Starting" },
@@ -943,7 +943,7 @@ fn overriding_a_condition_moves_its_time_only_when_its_status_changes() {
         status::override_conditions(
             &mut s,
             &prior,
-            vec![status::new_condition("Upgrading", st, reason, "m", Some(2))],
+            vec![status::condition("Upgrading", st, reason, "m", Some(2))],
             t1,
         );
         let c = s
