@@ -11,6 +11,7 @@ newer image does: the entrypoint runs `upgrade.sh auto`, then the server, then
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -254,6 +255,65 @@ def test_failed_check_rolls_back_and_old_cluster_starts_with_every_row(old_insta
     assert start_expecting_exit(inst) == 1
     assert "not run again under the same id" in inst.log()
     assert not (new_pgdata(inst) / "PG_VERSION").exists()
+
+
+def termination_log(inst: harness.Instance):
+    """The pod's terminationMessagePath, as the kubelet provides it: an empty
+    file the container's user can write."""
+    path = inst.root / "termination-log"
+    path.write_text("")
+    harness.chown_to_run_user(inst.root)
+    return path
+
+
+def test_a_rolled_back_upgrade_is_in_the_termination_message_when_the_container_exits(old_instance):
+    inst = old_instance()
+    stash_lacks_a_library_the_old_server_loads(inst)
+    message_file = termination_log(inst)
+
+    inst.use_major(NEW)
+    assert start_expecting_exit(inst, PGSTEWARD_TERMINATION_LOG=str(message_file)) == 1
+    raw = message_file.read_bytes()
+    assert 0 < len(raw) <= 4000, len(raw)
+    message = json.loads(raw)
+    result = inst.result("upgrade")
+    assert (message["kind"], message["id"], message["outcome"], message["step"]) == (
+        "upgrade", result["id"], "rolled_back", "check")
+    # The excerpt is the end of pg_upgrade's log, which names the cause.
+    assert result["details"]["pgUpgradeLog"].endswith(message["details"]["pgUpgradeLog"])
+    assert "pg_stat_statements" in message["details"]["pgUpgradeLog"]
+    check_fixture("termination-rolled_back", message)
+
+
+def test_after_the_point_of_no_return_the_termination_message_says_so_and_the_old_image_refuses(old_instance, old_fp):
+    """A new image that dies after starting the new cluster leaves the data
+    upgraded. The operator, unable to exec into a container that has exited,
+    learns that from the termination message and must not put the previous
+    image back; if it did, the previous image refuses and says so there too."""
+    inst = old_instance()
+    message_file = termination_log(inst)
+    env = {"PGSTEWARD_TERMINATION_LOG": str(message_file)}
+
+    inst.use_major(NEW)
+    assert start_expecting_exit(inst, PGSTEWARD_FAULT_AT="start_new:done", **env) != 0
+    assert_fault_fired(inst, "start_new:done")
+    message = json.loads(message_file.read_text())
+    assert (message["kind"], message["outcome"], message["step"]) == ("upgrade", "running", "start_new")
+    check_fixture("termination-start_new", message)
+
+    message_file.write_text("")
+    inst.use_major(OLD)
+    assert start_expecting_exit(inst, **env) == 2
+    assert "has passed its point of no return" in inst.log()
+    refused = json.loads(message_file.read_text())
+    assert (refused["id"], refused["outcome"], refused["step"]) == (message["id"], "running", "start_new")
+
+    inst.use_major(NEW)
+    inst.start(**env)
+    wait_upgrade_succeeded(inst)
+    assert_upgraded_and_complete(inst, old_fp)
+    final = json.loads(message_file.read_text())
+    assert (final["id"], final["outcome"], final["step"]) == (message["id"], "succeeded", "done")
 
 
 def test_old_cluster_that_crashed_is_recovered_then_upgraded(old_instance, old_fp):

@@ -383,6 +383,9 @@ pub struct UpgradeInputs<'a> {
     pub failed: Option<&'a FailedUpgrade>,
     /// The latest upgrade result from `pgsteward-status`, if it was read.
     pub result: Option<&'a UpgradeResult>,
+    /// The latest upgrade result in the container's termination message:
+    /// what the last container to exit had recorded.
+    pub terminated_result: Option<&'a UpgradeResult>,
     /// The postgres container's last exit code while it is not running.
     pub container_exit: Option<i32>,
     pub now: Option<&'a str>,
@@ -409,6 +412,10 @@ pub enum UpgradeDecision {
     /// the new image (the image retries the step at each start). (step,
     /// message)
     FailedForward(OperationRecord, String, String),
+    /// Rolled back without a result, but the upgrade had passed its point of
+    /// no return (the previous image refuses the data and says so): record
+    /// the operation again and move the pod forward to the new image.
+    Resume(OperationRecord, UpgradeResult),
 }
 
 /// The request id for an upgrade: one per (from, to, generation), so a
@@ -417,18 +424,49 @@ pub fn upgrade_id(from: u32, to: u32, generation: i64) -> String {
     format!("upgrade-{from}-to-{to}-g{generation}")
 }
 
+/// Whether the data is the new major's: the result was recorded at or after
+/// `start_new`, which the image records before the new cluster first starts.
+pub fn passed_point_of_no_return(r: &UpgradeResult) -> bool {
+    match r.outcome {
+        Outcome::Succeeded => true,
+        Outcome::RolledBack => false,
+        Outcome::Running | Outcome::Failed => matches!(
+            r.step.as_deref(),
+            Some(
+                "start_new"
+                    | "ready"
+                    | "analyze"
+                    | "update_extensions"
+                    | "backup"
+                    | "cleanup"
+                    | "done"
+            )
+        ),
+    }
+}
+
+/// The newest result the operator can see for upgrade `id`: from
+/// `pgsteward-status` while the container runs, else from the container's
+/// termination message.
+fn result_for<'a>(i: &UpgradeInputs<'a>, id: &str) -> Option<&'a UpgradeResult> {
+    [i.result, i.terminated_result]
+        .into_iter()
+        .flatten()
+        .find(|r| r.id == id)
+}
+
 /// The upgrade state machine. Rollback follows the image contract's table:
 /// `rolled_back` and `failed` at `preflight` put the previous image back;
-/// `failed` at `start_new` or later never does. When the result cannot be
-/// read (the new image's container exits before exec can reach it), exit
-/// codes 2 and 4 ("refused before anything changed") and 1 roll back too:
-/// with exit 1 the old image either starts the untouched old cluster
-/// (rolled back) or refuses the upgraded data, and the result file, read
-/// once a container runs, fills in the step and message.
+/// `failed` at `start_new` or later never does. The result comes from
+/// `pgsteward-status`, or from the termination message when the new image's
+/// container exits before exec can reach it. With neither, exit codes 2 and 4
+/// ("refused before anything changed") and 1 roll back: the image publishes
+/// its result before it exits, so no result means nothing was recorded. If
+/// that ever proves wrong, the previous image refuses data past the point of
+/// no return, publishes that upgrade's result, and `Resume` moves forward.
 pub fn decide_upgrade(i: &UpgradeInputs) -> UpgradeDecision {
     if let Some(op) = i.operation.filter(|op| op.kind == kind::UPGRADE) {
-        let result = i.result.filter(|r| r.id == op.id);
-        return match result {
+        return match result_for(i, &op.id) {
             Some(r) => match (r.outcome, r.step.as_deref()) {
                 (Outcome::Succeeded, _) => {
                     UpgradeDecision::Succeeded(op.clone(), r.message.clone().unwrap_or_default())
@@ -481,6 +519,20 @@ pub fn decide_upgrade(i: &UpgradeInputs) -> UpgradeDecision {
         && f.to_major == i.spec_major
         && f.generation == i.generation
     {
+        if let Some(r) = result_for(i, &f.id).filter(|r| passed_point_of_no_return(r)) {
+            return UpgradeDecision::Resume(
+                OperationRecord {
+                    kind: kind::UPGRADE.into(),
+                    id: f.id.clone(),
+                    started_at: i.now.map(String::from),
+                    from_major: Some(f.from_major),
+                    from_image: f.from_image.clone(),
+                    to_major: Some(f.to_major),
+                    pod_uid: None,
+                },
+                r.clone(),
+            );
+        }
         return UpgradeDecision::Blocked(f.clone());
     }
     UpgradeDecision::Start(OperationRecord {
@@ -761,6 +813,9 @@ pub struct PodView<'a> {
     pub uid: Option<&'a str>,
     /// The postgres container's last exit code while it is not running.
     pub container_exit: Option<i32>,
+    /// The upgrade result in the postgres container's termination message
+    /// (its current or last run), when it holds one.
+    pub terminated_upgrade: Option<UpgradeResult>,
 }
 
 /// An event to publish: (warning?, reason, note).
@@ -1033,6 +1088,7 @@ pub fn plan(
         operation: p.operation.as_ref(),
         failed: prior.failed_upgrade.as_ref(),
         result: report.and_then(|r| r.results.upgrade.as_ref()),
+        terminated_result: pod.terminated_upgrade.as_ref(),
         container_exit: pod.container_exit,
         now: Some(&now_text),
     };
@@ -1147,7 +1203,14 @@ pub fn plan(
             p.failed_upgrade = Some(f);
         }
         UpgradeDecision::Blocked(f) => {
-            let f = complete_failed_upgrade(&f, report.and_then(|r| r.results.upgrade.as_ref()));
+            let reported = [
+                report.and_then(|r| r.results.upgrade.as_ref()),
+                pod.terminated_upgrade.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .find(|r| r.id == f.id);
+            let f = complete_failed_upgrade(&f, reported);
             run.major = f.from_major;
             run.image = previous_image(f.from_major, f.from_image.as_ref());
             let message = failed_message(&f);
@@ -1160,6 +1223,32 @@ pub fn plan(
                 generation,
             ));
             p.failed_upgrade = Some(f);
+        }
+        UpgradeDecision::Resume(op, result) => {
+            let message = format!(
+                "upgrade {} had passed its point of no return (step {}: {}) when the previous image was put back, which refuses the PostgreSQL {} data: the pod moves to the PostgreSQL {} image again to finish the upgrade",
+                op.id,
+                result.step.as_deref().unwrap_or("?"),
+                result.message.as_deref().unwrap_or(""),
+                op.to_major.unwrap_or_default(),
+                op.to_major.unwrap_or_default(),
+            );
+            run.upgrade_id = Some(op.id.clone());
+            p.operation = Some(op);
+            p.record_first = true;
+            p.failed_upgrade = None;
+            p.conditions.push(condition(
+                UPGRADING,
+                "True",
+                "Resumed",
+                message.clone(),
+                generation,
+            ));
+            p.events.push(PlanEvent {
+                warning: true,
+                reason: "UpgradeResumed",
+                note: message,
+            });
         }
         UpgradeDecision::FailedForward(op, step, message) => {
             run.upgrade_id = Some(op.id.clone());

@@ -563,6 +563,10 @@ pub fn bootstrap_env(instance: &PgInstance) -> Vec<EnvVar> {
     out
 }
 
+/// The postgres container's termination message (Kubernetes' default
+/// path, named so the image and the pod agree on it).
+pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+
 /// The container's whole environment, in a stable order.
 pub fn container_env(instance: &PgInstance) -> Vec<EnvVar> {
     container_env_for(instance, &Run::from_spec(instance, &Settings::default()))
@@ -576,6 +580,9 @@ pub fn container_env_for(instance: &PgInstance, run: &Run) -> Vec<EnvVar> {
     let mut out = vec![
         env("PGDATA", format!("{VOLUME_PATH}/{major}/docker")),
         env("PGSTEWARD_MANAGED", "1"),
+        // The image keeps its latest upgrade result here, so it outlives a
+        // container that exits before `pgsteward-status` can be exec'd.
+        env("PGSTEWARD_TERMINATION_LOG", TERMINATION_MESSAGE_PATH),
         env("POSTGRES_USER", "postgres"),
         env_secret("POSTGRES_PASSWORD", &secret, &key, false),
     ];
@@ -818,6 +825,8 @@ fn statefulset(
         lifecycle: Some(pre_stop()),
         security_context: Some(container_security_context()),
         volume_mounts: Some(mounts),
+        termination_message_path: Some(TERMINATION_MESSAGE_PATH.into()),
+        termination_message_policy: Some("File".into()),
         ..Default::default()
     };
     StatefulSet {

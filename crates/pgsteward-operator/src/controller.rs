@@ -96,9 +96,18 @@ impl Context {
 /// How long `pgsteward-status`, `cat` and `pg_ctl reload` may take.
 pub const SHORT_EXEC: Duration = Duration::from_secs(30);
 
-/// The postgres container's state: (running, last exit code while not
-/// running, image).
-fn container_state(pod: &k8s_openapi::api::core::v1::Pod) -> (bool, Option<i32>, Option<String>) {
+/// What the pod's status says about the postgres container.
+#[derive(Debug, Default)]
+struct ContainerState {
+    running: bool,
+    /// The last exit code while it is not running.
+    exit: Option<i32>,
+    image: Option<String>,
+    /// The termination message of its current or last run.
+    termination_message: Option<String>,
+}
+
+fn container_state(pod: &k8s_openapi::api::core::v1::Pod) -> ContainerState {
     let status = pod.status.as_ref();
     let phase_running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
     let image = pod
@@ -114,17 +123,39 @@ fn container_state(pod: &k8s_openapi::api::core::v1::Pod) -> (bool, Option<i32>,
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|all| all.iter().find(|c| c.name == crate::exec::CONTAINER))
     else {
-        return (phase_running, None, image);
+        return ContainerState {
+            running: phase_running,
+            image,
+            ..Default::default()
+        };
     };
     let state = cs.state.as_ref();
-    if state.is_some_and(|s| s.running.is_some()) {
-        return (true, None, image);
-    }
-    let exit = state
+    let terminated = state
         .and_then(|s| s.terminated.as_ref())
-        .or_else(|| cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()))
-        .map(|t| t.exit_code);
-    (false, exit, image)
+        .or_else(|| cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()));
+    let termination_message = terminated.and_then(|t| t.message.clone());
+    if state.is_some_and(|s| s.running.is_some()) {
+        return ContainerState {
+            running: true,
+            image,
+            termination_message,
+            ..Default::default()
+        };
+    }
+    ContainerState {
+        running: false,
+        exit: terminated.map(|t| t.exit_code),
+        image,
+        termination_message,
+    }
+}
+
+/// The upgrade result in a termination message (the image writes one there;
+/// anything else, such as a message from an older image, is ignored).
+fn terminated_upgrade(message: Option<&str>) -> Option<image_state::UpgradeResult> {
+    image_state::parse::<image_state::UpgradeResult>(message?)
+        .ok()
+        .filter(|r| r.kind == act::kind::UPGRADE)
 }
 
 /// Run `pgsteward-status` in the pod, when its container runs.
@@ -348,12 +379,12 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
     let now = Timestamp::now();
     let ns = instance.namespace().unwrap_or_else(|| "default".into());
     let pod_name = names::pod(&instance.name_any());
-    let (running, exit, pod_image) = observed
+    let container = observed
         .pod
         .as_ref()
         .map(container_state)
-        .unwrap_or((false, None, None));
-    let mut report = if running {
+        .unwrap_or_default();
+    let mut report = if container.running {
         Box::pin(read_report(ctx, &ns, &pod_name)).await
     } else {
         None
@@ -379,7 +410,10 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
             let spec_image = ctx.settings.image_for(instance);
             let pod_view = act::PodView {
                 uid: pod_uid.as_deref(),
-                container_exit: exit.filter(|_| pod_image.as_deref() == Some(spec_image.as_str())),
+                container_exit: container
+                    .exit
+                    .filter(|_| container.image.as_deref() == Some(spec_image.as_str())),
+                terminated_upgrade: terminated_upgrade(container.termination_message.as_deref()),
             };
             let plan = act::plan(instance, &ctx.settings, report.as_ref(), &pod_view, now);
             // A new operation is recorded before anything changes, so a

@@ -651,6 +651,180 @@ fn upgrade_starts_once_resumes_and_is_not_retried_until_the_spec_changes() {
 }
 
 #[test]
+fn the_point_of_no_return_is_read_from_every_real_upgrade_result() {
+    for (name, passed) in [
+        ("upgrade-rolled_back-check.json", false),
+        ("upgrade-failed-preflight.json", false),
+        ("upgrade-termination-rolled_back.json", false),
+        ("upgrade-termination-start_new.json", true),
+        ("upgrade-running-cleanup.json", true),
+        ("upgrade-failed-backup.json", true),
+        ("upgrade-succeeded.json", true),
+    ] {
+        let r = fixture::<UpgradeResult>(name);
+        assert_eq!(act::passed_point_of_no_return(&r), passed, "{name}");
+    }
+}
+
+#[test]
+fn a_container_that_exits_is_judged_by_the_result_in_its_termination_message() {
+    // The new image's container exited; exec cannot reach it. What it
+    // recorded last decides, whatever the exit code.
+    let past = fixture::<UpgradeResult>("upgrade-termination-start_new.json");
+    let rolled_back = fixture::<UpgradeResult>("upgrade-termination-rolled_back.json");
+    let older_request: UpgradeResult = fixture("upgrade-succeeded.json");
+    let op = upgrade_op(&past.id);
+    let base = UpgradeInputs {
+        spec_major: 18,
+        generation: 2,
+        running_major: Some(17),
+        running_image: op.from_image.as_deref(),
+        operation: Some(&op),
+        ..Default::default()
+    };
+    for code in [1, 2, 137] {
+        // Past the point of no return: the new image stays.
+        let d = act::decide_upgrade(&UpgradeInputs {
+            terminated_result: Some(&past),
+            container_exit: Some(code),
+            ..base.clone()
+        });
+        match d {
+            UpgradeDecision::InProgress(o, step, m) => {
+                assert_eq!(o, op);
+                assert_eq!(step.as_deref(), Some("start_new"));
+                assert!(m.contains("point of no return"), "{m}");
+            }
+            other => panic!("exit {code}: the new image must stay, got {other:?}"),
+        }
+    }
+    // Rolled back before it: the previous image goes back, with the step
+    // and pg_upgrade's own words.
+    let mut rolled = rolled_back.clone();
+    rolled.id = op.id.clone();
+    match act::decide_upgrade(&UpgradeInputs {
+        terminated_result: Some(&rolled),
+        container_exit: Some(1),
+        ..base.clone()
+    }) {
+        UpgradeDecision::RollBack(f) => {
+            assert_eq!(f.step.as_deref(), Some("check"));
+            let m = f.message.unwrap();
+            assert!(m.contains("pg_upgrade: "), "{m}");
+            assert!(m.contains("pg_stat_statements"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // pgsteward-status's result for an older request does not hide the
+    // termination message's result for this one.
+    let mut older = older_request.clone();
+    older.id = "upgrade-16-to-17-g1".into();
+    assert!(matches!(
+        act::decide_upgrade(&UpgradeInputs {
+            result: Some(&older),
+            terminated_result: Some(&past),
+            container_exit: Some(1),
+            ..base.clone()
+        }),
+        UpgradeDecision::InProgress(..)
+    ));
+}
+
+#[test]
+fn the_previous_image_refusing_upgraded_data_moves_the_pod_forward_again() {
+    let past = fixture::<UpgradeResult>("upgrade-termination-start_new.json");
+    let rolled_back = fixture::<UpgradeResult>("upgrade-termination-rolled_back.json");
+    // Rolled back on an exit code alone: the step was unknown.
+    let failed = FailedUpgrade {
+        id: past.id.clone(),
+        from_major: 17,
+        to_major: 18,
+        generation: 2,
+        step: None,
+        message: Some("exited 1 before its result could be read".into()),
+        from_image: Some("img:17".into()),
+    };
+    let base = UpgradeInputs {
+        spec_major: 18,
+        generation: 2,
+        running_major: Some(17),
+        running_image: Some("img:17"),
+        failed: Some(&failed),
+        now: Some("2026-11-21T06:10:00Z"),
+        ..Default::default()
+    };
+    // The old image exits 2 and publishes the upgrade's result: past the
+    // point of no return, so the operation is recorded again, same id.
+    match act::decide_upgrade(&UpgradeInputs {
+        terminated_result: Some(&past),
+        container_exit: Some(2),
+        ..base.clone()
+    }) {
+        UpgradeDecision::Resume(op, r) => {
+            assert_eq!(op.id, failed.id, "the same request, not a new one");
+            assert_eq!((op.from_major, op.to_major), (Some(17), Some(18)));
+            assert_eq!(op.from_image.as_deref(), Some("img:17"));
+            assert_eq!(r.step.as_deref(), Some("start_new"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A real rollback, another request's result, or none: stays blocked.
+    let mut rolled = rolled_back.clone();
+    rolled.id = failed.id.clone();
+    let mut other = past.clone();
+    other.id = "upgrade-17-to-18-g1".into();
+    for terminated in [Some(&rolled), Some(&other), None] {
+        assert_eq!(
+            act::decide_upgrade(&UpgradeInputs {
+                terminated_result: terminated,
+                ..base.clone()
+            }),
+            UpgradeDecision::Blocked(failed.clone())
+        );
+    }
+
+    // The whole plan: the new image, the operation recorded before the
+    // StatefulSet changes, a warning event, Upgrading=True/Resumed.
+    let settings = pgsteward_operator::build::Settings::default();
+    let i = running_instance(
+        json!({"postgresVersion": 18, "storage": {"size": "1Gi"}}),
+        json!({"postgresVersion": 17, "image": "img:17", "conditions": [],
+               "failedUpgrade": {"id": past.id, "fromMajor": 17, "toMajor": 18, "generation": 4,
+                                 "fromImage": "img:17",
+                                 "message": "exited 1 before its result could be read"}}),
+    );
+    let pod = act::PodView {
+        container_exit: None,
+        terminated_upgrade: Some(past.clone()),
+        ..Default::default()
+    };
+    let p = act::plan(&i, &settings, None, &pod, ts("2026-11-21T06:10:00Z"));
+    assert!(p.record_first);
+    assert_eq!(p.failed_upgrade, None);
+    assert_eq!(
+        p.operation.as_ref().map(|o| o.id.as_str()),
+        Some(past.id.as_str())
+    );
+    assert_eq!(p.run.major, 18);
+    assert_eq!(p.run.image, settings.image_for(&i));
+    assert_eq!(p.run.upgrade_id.as_deref(), Some(past.id.as_str()));
+    let upgrading = p
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Upgrading")
+        .unwrap();
+    assert_eq!(
+        (upgrading.status.as_str(), upgrading.reason.as_str()),
+        ("True", "Resumed")
+    );
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.warning && e.reason == "UpgradeResumed")
+    );
+}
+
+#[test]
 fn an_unconfirmed_rollback_is_completed_from_the_result_the_old_image_reports() {
     let mut result = fixture::<UpgradeResult>("upgrade-rolled_back-check.json");
     result.id = "upgrade-17-to-18-g2".into();

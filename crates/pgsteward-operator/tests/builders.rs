@@ -460,6 +460,17 @@ fn base_env_follows_the_image_contract() {
             Some(format!("/var/lib/postgresql/{major}/docker").as_str())
         );
         assert_eq!(env["PGSTEWARD_MANAGED"].value.as_deref(), Some("1"));
+        // The image writes its latest upgrade result where the kubelet reads
+        // the termination message.
+        assert_eq!(
+            env["PGSTEWARD_TERMINATION_LOG"].value.as_deref(),
+            c.termination_message_path.as_deref()
+        );
+        assert_eq!(
+            c.termination_message_path.as_deref(),
+            Some("/dev/termination-log")
+        );
+        assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
         let pw = env["POSTGRES_PASSWORD"]
             .value_from
             .as_ref()

@@ -957,12 +957,23 @@ impl World {
     /// The kubelet replaced the pod: it runs `image`, running or crashing
     /// with `exit`.
     fn pod_runs(&self, image: &str, exit: Option<i32>) {
+        self.pod_with(image, exit, None);
+    }
+
+    /// As `pod_runs`, the container crashing with `exit` and leaving
+    /// `message` as its termination message.
+    fn pod_exits_with_message(&self, image: &str, exit: i32, message: &Value) {
+        self.pod_with(image, Some(exit), Some(message.to_string()));
+    }
+
+    fn pod_with(&self, image: &str, exit: Option<i32>, message: Option<String>) {
         let state = match exit {
             None => {
                 json!({"state": {"running": {"startedAt": "2026-11-21T10:00:00Z"}}, "ready": true})
             }
             Some(code) => json!({"state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                                 "lastState": {"terminated": {"exitCode": code}}, "ready": false}),
+                                 "lastState": {"terminated": {"exitCode": code, "message": message}},
+                                 "ready": false}),
         };
         let mut cs = json!({"name": "postgres", "image": image, "imageID": "", "restartCount": 1});
         for (k, v) in state.as_object().unwrap() {
@@ -1181,6 +1192,61 @@ async fn a_failed_upgrade_puts_the_previous_image_back_and_waits_for_a_spec_chan
         Some("upgrade-17-to-18-g3")
     );
     assert!(world.instance()["status"]["failedUpgrade"].is_null());
+}
+
+#[tokio::test]
+async fn a_new_image_that_dies_past_the_point_of_no_return_is_never_replaced_by_the_old_one() {
+    let world = World::running(spec_at(17)).await;
+    world.set_spec(|s| s["postgresVersion"] = json!(18), 2);
+    let _ = world.reconcile().await;
+    assert_eq!(world.sts_container()["image"], IMAGE_18);
+    let mut past = fixture("upgrade-termination-start_new.json");
+    past["id"] = json!("upgrade-17-to-18-g2");
+
+    // The new image started the new cluster, then its container died (exit
+    // 1) before exec could read anything: the termination message says the
+    // data is 18 now, so the new image stays.
+    world.pod_exits_with_message(IMAGE_18, 1, &past);
+    world.pod.set_report(None);
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(world.sts_container()["image"], IMAGE_18);
+    assert!(
+        !non_event_writes(&requests)
+            .iter()
+            .any(|w| w.contains("statefulsets"))
+    );
+    assert_eq!(world.condition("Upgrading")["status"], "True");
+    assert!(
+        world.condition("Upgrading")["message"]
+            .as_str()
+            .unwrap()
+            .contains("step start_new")
+    );
+    assert!(world.instance()["status"]["failedUpgrade"].is_null());
+
+    // Had the image been put back on an exit code alone (a container that
+    // left no message), the previous image refuses the upgraded data, exits
+    // 2 and publishes the upgrade's result: the pod moves forward again,
+    // under the same request id.
+    world.pod_runs(IMAGE_18, Some(1));
+    let _ = world.reconcile().await;
+    assert_eq!(world.sts_container()["image"], IMAGE_17);
+    world.pod_exits_with_message(IMAGE_17, 2, &past);
+    let (result, requests) = world.reconcile().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_covered_by_rbac(&requests);
+    let c = world.sts_container();
+    assert_eq!(c["image"], IMAGE_18, "forward again");
+    assert_eq!(
+        env_of(&c, "PGSTEWARD_UPGRADE_ID").as_deref(),
+        Some("upgrade-17-to-18-g2")
+    );
+    assert!(event_reasons(&requests).contains(&"UpgradeResumed".to_string()));
+    let i = world.instance();
+    assert!(i["status"]["failedUpgrade"].is_null());
+    assert_eq!(i["status"]["operation"]["id"], "upgrade-17-to-18-g2");
+    assert_eq!(world.condition("Upgrading")["reason"], "Resumed");
 }
 
 #[tokio::test]

@@ -417,6 +417,9 @@ run_hook() {
   [ -x "$script" ] || die "missing $script: this image is incomplete" 1
   "$script" "$@" || rc=$?
   if [ "$rc" -ne 0 ]; then
+    # Also after a refusal that recorded nothing new (the previous image
+    # finding data past an upgrade's point of no return exits 2).
+    publish_upgrade_result
     die "$(basename "$script") $* failed (exit $rc); its result file in $PGSTEWARD_STATE_DIR says why" "$rc"
   fi
 }
