@@ -1911,6 +1911,9 @@ impl RealPod {
         for d in ["volume", "run", "storage"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
+        // The kubelet's terminationMessagePath: an empty file the container
+        // can write.
+        std::fs::write(root.join("termination-log"), "").unwrap();
         sh(format!(
             "cp -r {} {}/etc && mkdir -p {}/etc/conf.d && chmod 755 {}",
             repo.join("images/postgres/config").display(),
@@ -1973,6 +1976,7 @@ impl RealPod {
             ("PGUSER", "postgres".into()),
             ("POSTGRES_PASSWORD", "s3cr3t-test-password".into()),
             ("PGSTEWARD_MANAGED", "1".into()),
+            ("PGSTEWARD_TERMINATION_LOG", format!("{r}/termination-log")),
             (
                 "WALG_BIN",
                 self.repo.join("e2e/standins/wal-g").display().to_string(),
@@ -2066,6 +2070,13 @@ impl RealPod {
             );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
+    }
+
+    /// What the kubelet would report as the container's termination message.
+    fn termination_message(&self) -> Value {
+        let text = std::fs::read_to_string(self.root.join("termination-log")).unwrap();
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("termination message {text:?}: {e}\n{}", self.log()))
     }
 
     /// Fast shutdown (SIGINT, the image's STOPSIGNAL) of the server.
@@ -2321,13 +2332,19 @@ async fn a_real_upgrade_that_fails_its_check_is_rolled_back_to_the_old_image() {
         .try_run(18, &[("PGSTEWARD_UPGRADE_ID".into(), id.clone())])
         .expect_err("the upgrade must fail");
     assert_eq!(code, 1, "{}", real.log());
-    world.pod_runs(IMAGE_18, Some(code));
+    // Exec cannot reach it; its termination message already says why.
+    world.pod_exits_with_message(IMAGE_18, code, &real.termination_message());
     let (r, requests) = world.reconcile().await;
     assert!(r.is_ok(), "{r:?}");
     assert!(event_reasons(&requests).contains(&"UpgradeRolledBack".to_string()));
     let c = world.sts_container();
     assert_eq!(c["image"], IMAGE_17, "the previous image is back");
     assert_eq!(env_of(&c, "PGSTEWARD_UPGRADE_ID"), None);
+    assert_eq!(
+        world.instance()["status"]["failedUpgrade"]["step"],
+        "check",
+        "the step is known before the old image runs"
+    );
 
     // The kubelet starts the old image: the old cluster runs as it was, and
     // its report explains the failure.
@@ -2349,6 +2366,82 @@ async fn a_real_upgrade_that_fails_its_check_is_rolled_back_to_the_old_image() {
     );
     assert_eq!(world.condition("Degraded")["reason"], "UpgradeFailed");
     assert_eq!(world.condition("Ready")["status"], "True");
+}
+
+#[ignore = "runs the image's scripts for real: needs `make test-deps`; `make test` runs it"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_upgrade_that_dies_past_the_point_of_no_return_is_finished_never_reverted() {
+    let mut real = RealPod::start(17, &[17, 18]);
+    let mut world = World::running(spec_at(17)).await;
+    world.pod_runs(IMAGE_17, None);
+    real.mount_config(&world.fake.get("", "configmaps", NS, "db-config").unwrap());
+    world.use_exec(Arc::new(real.exec.clone()));
+    let _ = world.reconcile().await;
+    world.set_spec(|s| s["postgresVersion"] = json!(18), 2);
+    let _ = world.reconcile().await;
+    let id = env_of(&world.sts_container(), "PGSTEWARD_UPGRADE_ID").unwrap();
+    let request = [("PGSTEWARD_UPGRADE_ID".to_string(), id.clone())];
+
+    // The new image links the data, records the point of no return, starts
+    // the new cluster, and dies (a node loss would do the same).
+    let mut dying = request.to_vec();
+    dying.push(("PGSTEWARD_FAULT_AT".into(), "start_new:done".into()));
+    let code = real.try_run(18, &dying).expect_err("the fault kills it");
+    let message = real.termination_message();
+    assert_eq!(message["step"], "start_new", "{message}");
+    world.pod_exits_with_message(IMAGE_18, code, &message);
+    let (r, _) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(
+        world.sts_container()["image"],
+        IMAGE_18,
+        "never the old image past the point of no return"
+    );
+    assert_eq!(world.condition("Upgrading")["status"], "True");
+    assert!(world.instance()["status"]["failedUpgrade"].is_null());
+
+    // Had it been put back anyway (a crash that left no message), the real
+    // old image refuses the data, says so in its termination message, and
+    // the operator moves forward again under the same id.
+    world.pod_runs(IMAGE_18, Some(1));
+    let _ = world.reconcile().await;
+    assert_eq!(world.sts_container()["image"], IMAGE_17);
+    let refused = real.try_run(17, &[]).expect_err("17 must refuse 18's data");
+    assert_eq!(refused, 2, "{}", real.log());
+    world.pod_exits_with_message(IMAGE_17, refused, &real.termination_message());
+    let (r, requests) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}");
+    assert!(event_reasons(&requests).contains(&"UpgradeResumed".to_string()));
+    let c = world.sts_container();
+    assert_eq!(c["image"], IMAGE_18);
+    assert_eq!(
+        env_of(&c, "PGSTEWARD_UPGRADE_ID").as_deref(),
+        Some(id.as_str())
+    );
+
+    // The kubelet starts the new image again: the upgrade finishes.
+    real.run(18, &request);
+    world.pod_runs(IMAGE_18, None);
+    world.use_exec(Arc::new(real.exec.clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while world.condition("Upgrading")["reason"] != "Succeeded" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no success within 180 s: {}\n{}",
+            world.condition("Upgrading"),
+            real.log()
+        );
+        let (r, _) = world.reconcile().await;
+        assert!(r.is_ok(), "{r:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let st = world.instance()["status"].clone();
+    assert_eq!(st["postgresVersion"], 18, "{st}");
+    assert!(
+        st["operation"].is_null() && st["failedUpgrade"].is_null(),
+        "{st}"
+    );
+    assert_eq!(world.condition("Degraded")["status"], "False");
 }
 
 #[ignore = "runs the image's scripts for real: needs `make test-deps`; `make test` runs it"]
