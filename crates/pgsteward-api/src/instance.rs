@@ -657,6 +657,11 @@ pub struct PgInstanceStatus {
     /// Settings that changed but wait for a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_restart: Option<Vec<String>>,
+    /// The last restart the operator made for settings that needed one. It
+    /// restarts once per configuration: if PostgreSQL still reports a
+    /// pending restart afterwards, another restart would not help.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart: Option<RestartRecord>,
     /// Operations requested but waiting for the one under way, in the order
     /// they will run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -677,6 +682,19 @@ pub struct ArchiverRecord {
     pub last_failed_wal: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failed_time: Option<String>,
+}
+
+/// A restart of the pod for settings that need one.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartRecord {
+    /// The conf.d content (`configRevision`) the restart was for.
+    pub config_revision: String,
+    /// The settings that needed it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<String>,
 }
 
 /// An in-place restore and its outcome.

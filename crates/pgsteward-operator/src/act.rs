@@ -22,8 +22,8 @@ use pgsteward_api::{
     PgBackup, PgBackupStatus, PgInstance,
     backup::BackupPhase,
     instance::{
-        ArchiverRecord, BackupRecord, FailedUpgrade, OperationRecord, RestoreRecord, RestoreSpec,
-        condition_type,
+        ArchiverRecord, BackupRecord, FailedUpgrade, OperationRecord, RestartRecord, RestoreRecord,
+        RestoreSpec, condition_type,
     },
 };
 
@@ -843,6 +843,7 @@ pub struct Plan {
     pub archiver: Option<ArchiverRecord>,
     pub waiting: Option<Vec<String>>,
     pub pending_restart: Option<Vec<String>>,
+    pub last_restart: Option<RestartRecord>,
     /// The major the server runs now, when an operation says so.
     pub postgres_version: Option<u32>,
     /// Conditions set by operations (replace the ones status computed).
@@ -880,6 +881,7 @@ pub fn plan(
         archiver: prior.archiver.clone(),
         waiting: None,
         pending_restart: prior.pending_restart.clone(),
+        last_restart: prior.last_restart.clone(),
         postgres_version: None,
         conditions: Vec::new(),
         events: Vec::new(),
@@ -1291,7 +1293,28 @@ pub fn plan(
         Some(ConfigDecision::NeedsRestart(names)) => {
             p.pending_restart = Some(names.clone());
             let list = names.join(", ");
+            let revision = config_revision(&crate::build::conf_d(instance));
+            let already = prior
+                .last_restart
+                .as_ref()
+                .filter(|r| r.config_revision == revision);
             match (&p.operation, pod.uid) {
+                (None, Some(_)) if already.is_some() => {
+                    let message = format!(
+                        "PostgreSQL still reports {list} as waiting for a restart, after the pod was restarted for this configuration at {}; another restart would not help, so the operator does not restart it again. Compare `SELECT name, setting, pending_restart FROM pg_settings WHERE pending_restart` with spec.config.parameters (ALTER SYSTEM or a -c option overrides conf.d), then change spec.config",
+                        already
+                            .and_then(|r| r.restarted_at.as_deref())
+                            .unwrap_or("?")
+                    );
+                    degraded.push(("RestartDidNotApply", message.clone()));
+                    p.conditions.push(condition(
+                        PROGRESSING,
+                        "False",
+                        "RestartDidNotApply",
+                        message,
+                        generation,
+                    ));
+                }
                 (None, Some(uid)) => {
                     p.operation = Some(OperationRecord {
                         kind: kind::RESTART.into(),
@@ -1302,6 +1325,11 @@ pub fn plan(
                     });
                     p.record_first = true;
                     p.restart_pod = true;
+                    p.last_restart = Some(RestartRecord {
+                        config_revision: revision,
+                        settings: names.clone(),
+                        restarted_at: Some(now_text.clone()),
+                    });
                     let message =
                         format!("restarting the pod: changed settings need a restart ({list})");
                     p.conditions.push(condition(

@@ -423,6 +423,7 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
                 let mut first = prior_status.clone();
                 first.operation = plan.operation.clone();
                 first.last_restore = plan.last_restore.clone();
+                first.last_restart = plan.last_restart.clone();
                 Box::pin(write_status(&current, &first, ctx)).await?;
                 current.status = Some(first);
             }
@@ -501,6 +502,7 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
             next.archiver = plan.archiver.clone();
             next.waiting = plan.waiting.clone();
             next.pending_restart = plan.pending_restart.clone();
+            next.last_restart = plan.last_restart.clone();
             next.config_revision = config_revision.clone();
             if let Some(v) = plan.postgres_version {
                 next.postgres_version = Some(v);

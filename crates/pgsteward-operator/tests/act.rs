@@ -1033,6 +1033,77 @@ fn reload_or_restart_from_pending_restart_and_file_errors() {
 }
 
 #[test]
+fn a_pending_restart_restarts_once_per_configuration() {
+    let settings = pgsteward_operator::build::Settings::default();
+    let spec = json!({"postgresVersion": 18, "storage": {"size": "1Gi"},
+                      "config": {"parameters": {"shared_buffers": "64MB"}}});
+    let current = running_instance(spec.clone(), json!({"postgresVersion": 18}));
+    let revision = act::config_revision(&pgsteward_operator::build::conf_d(&current));
+    let pending = report(
+        json!({"backup": null, "upgrade": null, "restore": null}),
+        healthy_archiver(),
+        json!([{"name": "shared_buffers", "setting": "16384"}]),
+        json!([]),
+    );
+    let pod = act::PodView {
+        uid: Some("pod-2"),
+        ..Default::default()
+    };
+    let now = ts("2026-11-21T08:00:00Z");
+    // (what, status.lastRestart's revision, restart?, Degraded reason)
+    let table: &[(&str, Option<&str>, bool, Option<&str>)] = &[
+        ("never restarted", None, true, None),
+        (
+            "restarted for another configuration",
+            Some("0123456789abcdef"),
+            true,
+            None,
+        ),
+        (
+            "restarted for this one and still pending",
+            Some(revision.as_str()),
+            false,
+            Some("RestartDidNotApply"),
+        ),
+    ];
+    for (what, last, restart, degraded) in table {
+        let status = match last {
+            Some(r) => json!({"postgresVersion": 18, "lastRestart": {
+                "configRevision": r, "settings": ["shared_buffers"],
+                "restartedAt": "2026-11-21T07:00:00Z"}}),
+            None => json!({"postgresVersion": 18}),
+        };
+        let i = running_instance(spec.clone(), status);
+        let p = act::plan(&i, &settings, Some(&pending), &pod, now);
+        assert_eq!(p.restart_pod, *restart, "{what}");
+        assert_eq!(
+            p.pending_restart,
+            Some(vec!["shared_buffers".into()]),
+            "{what}"
+        );
+        let reason = p
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True")
+            .map(|c| c.reason.as_str());
+        assert_eq!(reason, *degraded, "{what}");
+        if *restart {
+            let r = p.last_restart.as_ref().unwrap();
+            assert_eq!(r.config_revision, revision, "{what}");
+            assert_eq!(r.restarted_at.as_deref(), Some("2026-11-21T08:00:00Z"));
+            assert_eq!(
+                p.operation.as_ref().unwrap().pod_uid.as_deref(),
+                Some("pod-2")
+            );
+        } else {
+            assert_eq!(p.operation, None, "{what}");
+            let c = p.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+            assert!(c.message.contains("2026-11-21T07:00:00Z"), "{}", c.message);
+        }
+    }
+}
+
+#[test]
 fn config_revision_changes_with_the_content_only() {
     let a = [("a.conf".to_string(), "x = '1'\n".to_string())].into();
     let b = [("a.conf".to_string(), "x = '2'\n".to_string())].into();

@@ -1683,6 +1683,30 @@ async fn a_config_change_is_reloaded_and_restarts_the_pod_only_when_needed() {
     // Until the new pod runs, no second delete.
     let (_, requests) = world.reconcile().await;
     assert!(!writes(&requests).iter().any(|w| w.starts_with("DELETE")));
+    let last = world.instance()["status"]["lastRestart"].clone();
+    assert_eq!(last["settings"], json!(["shared_buffers"]), "{last}");
+    assert!(last["configRevision"].is_string(), "{last}");
+
+    // The new pod still reports the setting as pending: one restart per
+    // configuration, so no second delete, and Degraded says what to check.
+    world.pod_runs(IMAGE_18, None);
+    for _ in 0..3 {
+        let (result, requests) = world.reconcile().await;
+        assert!(result.is_ok(), "{result:?}");
+        assert!(
+            !writes(&requests).iter().any(|w| w.starts_with("DELETE")),
+            "{:?}",
+            writes(&requests)
+        );
+    }
+    assert!(world.instance()["status"]["operation"].is_null());
+    assert_eq!(world.condition("Degraded")["reason"], "RestartDidNotApply");
+    assert!(
+        world.condition("Degraded")["message"]
+            .as_str()
+            .unwrap()
+            .contains("shared_buffers"),
+    );
 
     // The new pod has the setting.
     world.pod_runs(IMAGE_18, None);
