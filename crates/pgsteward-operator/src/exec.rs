@@ -39,6 +39,11 @@ pub enum ExecError {
     Timeout { pod: String, seconds: u64 },
     #[error("exec in pod {pod} ended without an exit status")]
     NoStatus { pod: String },
+    /// The API server or the kubelet could not run the command at all (the
+    /// kubelet is unreachable, the container is gone, the command does not
+    /// exist): not an exit code of the command.
+    #[error("exec in pod {pod} did not run: {message}")]
+    NotRun { pod: String, message: String },
     #[error("reading the output of exec in pod {pod}")]
     Read {
         pod: String,
@@ -66,11 +71,16 @@ pub struct KubeExec {
     pub client: Client,
 }
 
-/// The exit code in an exec's final `Status`: `Success` is 0; a failure
-/// carries the code as the `ExitCode` cause (the kubelet's convention).
-pub fn exit_code_of(status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status) -> i32 {
+/// The exit code in an exec's final `Status`: `Success` is 0; a command
+/// that ran and failed carries its code as the `ExitCode` cause (the
+/// kubelet's convention). None: a failure without a code, so the command
+/// never ran (the API server could not reach the kubelet, the command was
+/// not found); the status's message says why.
+pub fn exit_code_of(
+    status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status,
+) -> Option<i32> {
     if status.status.as_deref() == Some("Success") {
-        return 0;
+        return Some(0);
     }
     status
         .details
@@ -83,8 +93,6 @@ pub fn exit_code_of(status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Sta
                 .and_then(|c| c.message.as_deref())
                 .and_then(|m| m.trim().parse().ok())
         })
-        // A failure without a code (the command was not found, ...).
-        .unwrap_or(126)
 }
 
 impl PodExec for KubeExec {
@@ -136,8 +144,17 @@ impl PodExec for KubeExec {
                 let status = status.ok_or_else(|| ExecError::NoStatus {
                     pod: pod.to_string(),
                 })?;
+                let exit_code = exit_code_of(&status).ok_or_else(|| ExecError::NotRun {
+                    pod: pod.to_string(),
+                    message: status.message.clone().unwrap_or_else(|| {
+                        status
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| "no reason given".into())
+                    }),
+                })?;
                 Ok(ExecOutput {
-                    exit_code: exit_code_of(&status),
+                    exit_code,
                     stdout: String::from_utf8_lossy(&stdout).into_owned(),
                     stderr: String::from_utf8_lossy(&stderr).into_owned(),
                 })

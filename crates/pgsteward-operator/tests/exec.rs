@@ -11,17 +11,26 @@ use serde_json::json;
 fn the_exit_code_comes_from_the_final_status_of_an_exec() {
     // What the kubelet sends at the end of an exec (remotecommand v4+).
     let table = [
-        (json!({"status": "Success", "metadata": {}}), 0),
+        (json!({"status": "Success", "metadata": {}}), Some(0)),
         (
             json!({"status": "Failure", "reason": "NonZeroExitCode",
                    "message": "command terminated with non-zero exit code: error executing command [backup.sh], exit code 5",
                    "details": {"causes": [{"reason": "ExitCode", "message": "5"}]}}),
-            5,
+            Some(5),
+        ),
+        // The command never ran: no code to report, and the operator must
+        // not read one (a backup it never started is not a failed backup).
+        // The form a real kube-apiserver 1.32 sent with the kubelet down:
+        (
+            json!({"status": "Failure", "reason": "InternalError",
+                   "message": "Internal error occurred: error sending request: Post \"https://192.0.2.2:10250/exec/pgs-node/dev-0/postgres?command=backup.sh\": connect: connection refused",
+                   "code": 500}),
+            None,
         ),
         (
             json!({"status": "Failure", "reason": "InternalError",
                    "message": "exec: \"nope\": executable file not found in $PATH"}),
-            126,
+            None,
         ),
     ];
     for (status, code) in table {
