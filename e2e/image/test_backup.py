@@ -115,6 +115,10 @@ def test_backup_push_failure_is_recorded_with_the_step(make_instance):
     result = inst.result("backup", "b-down")
     assert result["outcome"] == "failed" and result["step"] == "backup-push"
     assert "backup-push failed" in result["message"]
+    # WAL-G's own message is in the result: under the operator's exec its
+    # stderr reaches no log.
+    assert "simulated storage failure during backup-push" in result["message"], result["message"]
+    assert not list(inst.run_dir.glob("backup-push.*")), "the captured stderr is removed"
     check_fixture("backup-failed-push", result)
 
 

@@ -119,7 +119,18 @@ step_backup_push() {
   $PERMANENT && args+=(--permanent)
   record running backup-push "wal-g backup-push running"
   log "backup $ID: wal-g backup-push of $PGDATA (permanent: $PERMANENT)"
-  walg "${args[@]}" || fail backup-push "wal-g backup-push failed (exit $?); see the pod log for wal-g's message"
+  # wal-g's own words go to stderr as before and, on failure, into the
+  # result: under the operator's exec nobody else reads that stderr.
+  local errors rc=0
+  errors=$(mktemp "$PGSTEWARD_RUN_DIR/backup-push.XXXXXX")
+  { walg "${args[@]}" 2>&1 >&3 3>&- | tee "$errors" >&2; } 3>&1 || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    local said
+    said=$(tail -n 3 "$errors" | tr '\n' ' ' | cut -c1-600)
+    rm -f "$errors"
+    fail backup-push "wal-g backup-push failed (exit $rc): ${said:-no message}"
+  fi
+  rm -f "$errors"
   fault_point backup-push
 }
 
