@@ -66,7 +66,8 @@ if ! cargo build --quiet --locked -p pgsteward-operator; then
   echo "cluster tier: the operator does not build" >&2
   exit 2
 fi
-op="$repo/target/debug/pgsteward-operator"
+# cargo builds into CARGO_TARGET_DIR when it is set (a shared target dir).
+op="${CARGO_TARGET_DIR:-$repo/target}/debug/pgsteward-operator"
 
 ns="pgsteward-e2e-$(date +%s)-$RANDOM"
 work=$(mktemp -d)
