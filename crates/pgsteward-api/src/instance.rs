@@ -52,6 +52,11 @@ pub const IMAGE_MANAGED_PARAMETERS: &[&str] = &[
     "unix_socket_permissions",
 ];
 
+/// The longest `status.firstRecoverabilityPoint` the CRD accepts (an RFC
+/// 3339 time needs at most 35 characters). The bound lets the API server
+/// price the CEL rule that reads it; the operator never writes a longer one.
+pub const FIRST_RECOVERABILITY_POINT_MAX_LEN: usize = 64;
+
 /// The extension the image always preloads; `shared_preload_libraries` may add
 /// to it but must keep it.
 pub const ALWAYS_PRELOADED: &str = "pg_stat_statements";
@@ -634,8 +639,10 @@ pub struct PgInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<BackupRecord>,
     /// The oldest time a restore can reach: the end of the oldest backup kept
-    /// (RFC 3339).
+    /// (RFC 3339). Bounded so the API server can price the CEL rule that
+    /// compares `spec.restore` with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = FIRST_RECOVERABILITY_POINT_MAX_LEN))]
     pub first_recoverability_point: Option<String>,
     /// WAL archiving, from `pg_stat_archiver`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

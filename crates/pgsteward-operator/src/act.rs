@@ -22,8 +22,8 @@ use pgsteward_api::{
     PgBackup, PgBackupStatus, PgInstance,
     backup::BackupPhase,
     instance::{
-        ArchiverRecord, BackupRecord, FailedUpgrade, OperationRecord, RestartRecord, RestoreRecord,
-        RestoreSpec, condition_type,
+        ArchiverRecord, BackupRecord, FIRST_RECOVERABILITY_POINT_MAX_LEN, FailedUpgrade,
+        OperationRecord, RestartRecord, RestoreRecord, RestoreSpec, condition_type,
     },
 };
 
@@ -366,6 +366,19 @@ pub fn backup_record(result: &BackupResult) -> Option<BackupRecord> {
         start_lsn: result.details.start_lsn.clone(),
         finish_lsn: result.details.finish_lsn.clone(),
     })
+}
+
+/// `status.firstRecoverabilityPoint` from the point the image reported: its
+/// own text when it fits the CRD's bound, otherwise the same time in RFC 3339
+/// UTC; nothing for a longer text that is not a time (the API server would
+/// refuse the whole status write).
+pub fn recoverability_point(reported: &str) -> Option<String> {
+    if reported.len() <= FIRST_RECOVERABILITY_POINT_MAX_LEN {
+        return Some(reported.to_string());
+    }
+    parse_time(reported)
+        .map(|t| t.to_string())
+        .filter(|t| t.len() <= FIRST_RECOVERABILITY_POINT_MAX_LEN)
 }
 
 // ------------------------------------------------------------ upgrade
@@ -896,8 +909,13 @@ pub fn plan(
             if let Some(rec) = backup_record(b) {
                 p.last_backup = Some(rec);
             }
-            if let Some(frp) = &b.details.first_recoverability_point {
-                p.first_recoverability_point = Some(frp.clone());
+            if let Some(frp) = b
+                .details
+                .first_recoverability_point
+                .as_deref()
+                .and_then(recoverability_point)
+            {
+                p.first_recoverability_point = Some(frp);
             }
         }
         if let Some(a) = &r.archiver {

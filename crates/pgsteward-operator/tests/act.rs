@@ -952,6 +952,24 @@ fn restore_targets_are_checked_before_anything_is_touched() {
 }
 
 #[test]
+fn the_first_recoverability_point_written_to_status_fits_the_crd() {
+    // What WAL-G reports is kept as it is.
+    assert_eq!(
+        act::recoverability_point("2026-11-21T07:00:00.123456Z").as_deref(),
+        Some("2026-11-21T07:00:00.123456Z")
+    );
+    // A longer text that is a time is written as RFC 3339 UTC; one that is
+    // not a time is not written (the API server would refuse the status).
+    let long = "2026-11-21T09:00:00+02:00[America/Argentina/ComodRivadavia][u-ca=iso8601]";
+    assert!(long.len() > pgsteward_api::instance::FIRST_RECOVERABILITY_POINT_MAX_LEN);
+    assert_eq!(
+        act::recoverability_point(long).as_deref(),
+        Some("2026-11-21T07:00:00Z")
+    );
+    assert_eq!(act::recoverability_point(&"x".repeat(65)), None);
+}
+
+#[test]
 fn a_restore_waits_for_the_operation_under_way_and_resumes_its_own() {
     let now = ts("2026-11-21T07:00:00Z");
     let request = restore_request("r-2", json!({"latest": true}));
