@@ -104,6 +104,54 @@ fn image_managed_rule() -> kube::core::Rule {
     )
 }
 
+/// RFC 3339 times that CEL's `timestamp()` always parses, on the API server
+/// (Go's `time.Parse`) as offline (chrono): real calendar dates, leap days
+/// included, in the years 1000 to 2999; hours 00-23, minutes and seconds
+/// 00-59; at most 9 fraction digits; an offset up to ±23:59 (checked once
+/// against Go's `time.Parse` for every date of those years, and dates that
+/// do not exist). `target.time`'s own rule
+/// accepts any digits in those places (`2026-02-30T…`) and
+/// `status.firstRecoverabilityPoint` is whatever the image reported: a rule
+/// calls `timestamp()` only on a value that matches this, so it never fails
+/// with an evaluation error; other values are left to the operator.
+const CEL_TIMESTAMP_PATTERN: &str = concat!(
+    "^(?:[12][0-9]{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])",
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))",
+    "|(?:[12][0-9](?:0[48]|[2468][048]|[13579][26])|(?:1[26]|2[048])00)-02-29)",
+    "T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:[.][0-9]{1,9})?",
+    "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$",
+);
+
+/// An in-place restore to a time before `status.firstRecoverabilityPoint`
+/// (the end of the oldest backup) cannot succeed: refuse it at admission.
+///
+/// The rule sits at the root, the only place that sees both spec and status.
+/// With the status subresource, an update of the spec keeps the stored
+/// status, so the rule compares the request with the point the operator last
+/// wrote. It uses `oldSelf`, so it runs on updates only (on create there is
+/// no status yet), and only when `spec.restore` changes: a status write that
+/// moves the point past a request already made (and handled) is never
+/// refused, nor is an unrelated spec change. The operator checks the same
+/// thing again (`RestoreTargetBeforeFirstBackup`), with what CEL cannot see.
+fn restore_after_first_recoverability_point_rule() -> kube::core::Rule {
+    let time = "self.spec.restore.target.time";
+    let first = "self.status.firstRecoverabilityPoint";
+    let pattern = CEL_TIMESTAMP_PATTERN;
+    kube::core::Rule::new(format!(
+        "!has(self.spec.restore) || !has({time}) || !has(self.status) || !has({first}) \
+         || (has(oldSelf.spec.restore) && oldSelf.spec.restore == self.spec.restore) \
+         || !{time}.matches('{pattern}') || !{first}.matches('{pattern}') \
+         || timestamp({time}) >= timestamp({first})"
+    ))
+    .message(kube::core::Message::Expression(format!(
+        "'spec.restore.target.time ' + {time} + ' is before the first recoverability point: \
+         the earliest time you can restore to is ' + {first} + \
+         ' (status.firstRecoverabilityPoint, the end of the oldest backup kept); \
+         use that time or a later one, or target.latest'"
+    )))
+    .field_path(".spec.restore.target.time")
+}
+
 /// A PostgreSQL server run by pgsteward.
 ///
 /// The operator turns it into a ConfigMap (conf.d), a superuser Secret
@@ -151,7 +199,8 @@ fn image_managed_rule() -> kube::core::Rule {
         json_path = ".metadata.creationTimestamp"
     ),
     validation = kube::core::Rule::new("self.metadata.name.size() <= 52 && !self.metadata.name.contains('.')")
-        .message("metadata.name must be at most 52 characters and contain no '.': it names the StatefulSet and the Services (DNS labels)")
+        .message("metadata.name must be at most 52 characters and contain no '.': it names the StatefulSet and the Services (DNS labels)"),
+    validation = restore_after_first_recoverability_point_rule(),
 )]
 #[x_kube(
     validation = kube::core::Rule::new("!has(self.bootstrap) || !has(self.bootstrap.recovery) || has(self.backup)")

@@ -46,6 +46,17 @@ fn with(mut object: Value, path: &str, value: Value) -> Value {
     object
 }
 
+/// `status.firstRecoverabilityPoint` in the restore cases.
+const FIRST: &str = "2026-11-20T03:00:00.25Z";
+
+/// The object with `status.firstRecoverabilityPoint` set. On an update the
+/// API server keeps the stored status (the status subresource), so a case's
+/// new object carries the old one's status; the cluster tier writes it
+/// through the status subresource.
+fn recoverable_from(object: Value, first: &str) -> Value {
+    with(object, "status/firstRecoverabilityPoint", json!(first))
+}
+
 struct Case {
     name: &'static str,
     crd: &'static str,
@@ -299,6 +310,37 @@ fn cases() -> Vec<Case> {
             message: "a restore request cannot change once made|new requestId",
         },
         Case {
+            name: "a restore target before the first recoverability point",
+            crd: INSTANCES,
+            old: Some(recoverable_from(base(), FIRST)),
+            new: recoverable_from(target(json!({"time": "2026-11-20T02:59:59Z"})), FIRST),
+            message: "spec.restore.target.time 2026-11-20T02:59:59Z is before the first recoverability point|the earliest time you can restore to is 2026-11-20T03:00:00.25Z",
+        },
+        Case {
+            name: "a restore target before the first recoverability point, in another offset",
+            crd: INSTANCES,
+            old: Some(recoverable_from(base(), FIRST)),
+            new: recoverable_from(target(json!({"time": "2026-11-20T03:30:00+01:00"})), FIRST),
+            message: "the earliest time you can restore to is 2026-11-20T03:00:00.25Z",
+        },
+        Case {
+            name: "a new restore request id with a time before the first recoverability point",
+            crd: INSTANCES,
+            old: Some(recoverable_from(
+                target(json!({"time": "2026-11-19T12:00:00Z"})),
+                FIRST,
+            )),
+            new: recoverable_from(
+                with(
+                    target(json!({"time": "2026-11-19T12:00:00Z"})),
+                    "spec/restore/requestId",
+                    json!("r2"),
+                ),
+                FIRST,
+            ),
+            message: "is before the first recoverability point|2026-11-20T03:00:00.25Z",
+        },
+        Case {
             name: "target latest is true",
             crd: INSTANCES,
             old: None,
@@ -512,6 +554,119 @@ fn the_valid_object_and_its_allowed_updates_are_accepted() {
         Some(restore("r1", json!({"latest": true}))),
         valid_instance(),
         "removing the restore request",
+    );
+}
+
+/// The rule at the root compares `spec.restore.target.time` with
+/// `status.firstRecoverabilityPoint` only when `spec.restore` changes on an
+/// update: never on create, never for a status write or another spec change.
+#[test]
+fn a_restore_target_is_checked_against_status_only_when_the_request_changes() {
+    let validate = |old: Option<&Value>, new: &Value| {
+        kube::core::cel::Validator::new().validate(&common::schema(INSTANCES), new, old)
+    };
+    let restore = |id: &str, target: Value| {
+        with(
+            valid_instance(),
+            "spec/restore",
+            json!({"requestId": id, "target": target}),
+        )
+    };
+    let at = |time: &str| restore("r2", json!({"time": time}));
+    let before_first = "2026-11-19T12:00:00Z";
+    let no_request = recoverable_from(valid_instance(), FIRST);
+    let accepted: Vec<(&str, Option<Value>, Value)> = vec![
+        (
+            "a target at the first recoverability point",
+            Some(no_request.clone()),
+            recoverable_from(at(FIRST), FIRST),
+        ),
+        (
+            "a target after it",
+            Some(no_request.clone()),
+            recoverable_from(at("2026-11-20T03:00:01Z"), FIRST),
+        ),
+        (
+            "a target after it in another offset",
+            Some(no_request.clone()),
+            recoverable_from(at("2026-11-20T05:00:00+01:00"), FIRST),
+        ),
+        (
+            "a leap day after it",
+            Some(recoverable_from(valid_instance(), "2028-02-28T23:00:00Z")),
+            recoverable_from(at("2028-02-29T10:00:00Z"), "2028-02-28T23:00:00Z"),
+        ),
+        (
+            "an early target when status has no first recoverability point",
+            Some(valid_instance()),
+            at(before_first),
+        ),
+        (
+            "an early target when status has no first recoverability point yet",
+            Some(with(valid_instance(), "status/conditions", json!([]))),
+            with(at(before_first), "status/conditions", json!([])),
+        ),
+        (
+            "an early target on create (no status yet; left to the operator)",
+            None,
+            recoverable_from(at(before_first), FIRST),
+        ),
+        (
+            "a status write that moves the point past a request already made",
+            Some(recoverable_from(at(before_first), "2026-11-19T00:00:00Z")),
+            recoverable_from(at(before_first), FIRST),
+        ),
+        (
+            "another spec change while an old early request stays",
+            Some(recoverable_from(at(before_first), FIRST)),
+            with(
+                recoverable_from(at(before_first), FIRST),
+                "spec/postgresVersion",
+                json!(18),
+            ),
+        ),
+        (
+            "removing an early request",
+            Some(recoverable_from(at(before_first), FIRST)),
+            no_request.clone(),
+        ),
+        (
+            "targets without a time",
+            Some(no_request.clone()),
+            recoverable_from(restore("r2", json!({"lsn": "0/3000060"})), FIRST),
+        ),
+        (
+            "a time the target's own rule accepts but CEL cannot parse (left to the operator)",
+            Some(no_request.clone()),
+            recoverable_from(at("2026-02-30T10:00:00Z"), FIRST),
+        ),
+        (
+            "a first recoverability point that is not a time",
+            Some(recoverable_from(valid_instance(), "not a time")),
+            recoverable_from(at(before_first), "not a time"),
+        ),
+    ];
+    for (what, old, new) in accepted {
+        let r = validate(old.as_ref(), &new);
+        assert!(r.is_ok(), "{what} should be accepted: {r:?}");
+    }
+    // An early target's refusal names the earliest time and nothing else
+    // fails (no evaluation error from timestamp()).
+    let errors = validate(
+        Some(&no_request),
+        &recoverable_from(at(before_first), FIRST),
+    )
+    .expect_err("an early target is refused");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0].kind,
+        kube::core::cel::ErrorKind::ValidationFailure,
+        "{errors:?}"
+    );
+    assert!(errors[0].message.contains(FIRST), "{errors:?}");
+    assert!(
+        errors[0].field_path.ends_with("spec.restore.target.time"),
+        "{errors:?}"
     );
 }
 
