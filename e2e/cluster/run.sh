@@ -11,7 +11,9 @@
 #   2. every CEL rule rejects a bad object with its message
 #      (kubectl apply --dry-run=server; cases from e2e/cluster/cel-cases.json,
 #      which `cargo test` keeps equal to the Rust CEL tests; an old object's
-#      status is written through the status subresource);
+#      status is written through the status subresource); a restore target
+#      is compared with status.firstRecoverabilityPoint only when
+#      spec.restore changes;
 #   3. accepted samples produce the expected objects and sizes;
 #   4. status and printer columns through `kubectl get pginstance`;
 #   5. a second reconcile changes no object's resourceVersion and writes
@@ -172,6 +174,46 @@ while IFS=$'\t' read -r i has_old name; do
     not_ok "CEL: $name: message lacks$missing; server said: $(tail -n 1 "$work/case-$i.out")"
   fi
 done <"$work/cases.tsv"
+# The restore window, through real writes (not dry-run): the rule at the
+# root compares a changed spec.restore with the status the operator wrote,
+# and never refuses a status write because of a request already made.
+cat >"$work/window.yaml" <<EOF
+apiVersion: pgsteward.io/v1alpha1
+kind: PgInstance
+metadata: {name: window}
+spec:
+  postgresVersion: 17
+  storage: {size: 1Gi}
+  backup: {s3: {prefix: s3://bucket/window}}
+EOF
+status_patch() { k patch pginstance window --subresource=status --type merge \
+  -p "{\"status\":{\"firstRecoverabilityPoint\":\"$1\"}}"; }
+restore_patch() { k patch pginstance window --type merge \
+  -p "{\"spec\":{\"restore\":{\"requestId\":\"$1\",\"target\":{\"time\":\"$2\"}}}}"; }
+if k create -f "$work/window.yaml" >/dev/null 2>&1 && status_patch 2026-11-20T03:00:00Z >/dev/null 2>&1; then
+  ok "restore window: status.firstRecoverabilityPoint written through the status subresource"
+  if restore_patch early 2026-11-20T02:00:00Z >"$work/window-early.out" 2>&1; then
+    not_ok "restore window: a target before the first recoverability point was accepted"
+  elif grep -q "the earliest time you can restore to is 2026-11-20T03:00:00Z" "$work/window-early.out"; then
+    ok "restore window: a target before it is refused -> $(grep -o "spec.restore.target.time 2026.*" "$work/window-early.out" | head -c 300)"
+  else
+    not_ok "restore window: refused without the earliest time: $(tail -n 1 "$work/window-early.out")"
+  fi
+  check "restore window: a target after it is accepted" restore_patch r1 2026-11-20T04:00:00Z
+  check "restore window: a status write moving the point past that request is accepted" \
+    status_patch 2026-11-21T00:00:00Z
+  check "restore window: another spec change while that request stays is accepted" \
+    k patch pginstance window --type merge -p '{"spec":{"storage":{"size":"2Gi"}}}'
+  if restore_patch r2 2026-11-20T04:00:00Z >"$work/window-r2.out" 2>&1; then
+    not_ok "restore window: a new request with a time before the moved point was accepted"
+  else
+    check "restore window: a new request with that time, now before the point, is refused" \
+      grep -q "the earliest time you can restore to is 2026-11-21T00:00:00Z" "$work/window-r2.out"
+  fi
+else
+  not_ok "restore window: the instance or its status could not be written"
+fi
+
 k delete pginstances,pgbackups --all --wait=false >/dev/null 2>&1 || true
 wait_for 30 bash -c "[ -z \"\$(kubectl -n $ns get pginstances,pgbackups -o name 2>/dev/null)\" ]" || true
 
