@@ -379,9 +379,11 @@ table=$(k get pgbackup 2>&1 || true)
 while IFS= read -r line; do echo "    $line"; done <<<"$table"
 same "PgBackup printer columns" "$(head -n 1 <<<"$table" | tr -s ' ')" "NAME INSTANCE PHASE BACKUP FINISHED AGE"
 check "kubectl get pgbackup shows the phase" grep -q "^orphan .* Failed " <<<"$table"
-wide=$(k get pgbackup -o wide 2>&1 | head -n 1 | tr -s ' ')
+# Read kubectl's whole output first: `kubectl … | head -n 1` can kill kubectl
+# with SIGPIPE, which pipefail and set -e turn into an exit of the tier (141).
+wide=$(k get pgbackup -o wide 2>&1 || true)
 # -o wide keeps the CRD's column order and puts the priority-1 columns in place.
-same "PgBackup wide columns" "$wide" "NAME INSTANCE PHASE BACKUP BEGIN LSN END LSN FINISHED MESSAGE AGE"
+same "PgBackup wide columns" "$(head -n 1 <<<"$wide" | tr -s ' ')" "NAME INSTANCE PHASE BACKUP BEGIN LSN END LSN FINISHED MESSAGE AGE"
 
 # A restore target in the future cannot be a CEL rule (CEL has no clock):
 # the operator refuses it before anything is touched.
