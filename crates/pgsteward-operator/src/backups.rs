@@ -7,8 +7,10 @@
 //!   not help; create a new PgBackup).
 //! - An instance that is not Ready, runs an operation (upgrade, restore,
 //!   restart), or is being backed up by another PgBackup: Pending, with a
-//!   message that says what it waits for; checked again every 30 s. The
-//!   oldest waiting PgBackup goes first.
+//!   message that says what it waits for. The controller watches
+//!   PgInstances too, so a change to the instance (it becomes Ready, its
+//!   operation ends) wakes its waiting PgBackups at once; they are also
+//!   checked again every 30 s. The oldest waiting PgBackup goes first.
 //! - Running is written before the exec. A restarted operator finds it
 //!   Running and execs again with the same id: `backup.sh` then prints the
 //!   result it already has, or exits 5 while that backup still holds the
@@ -19,10 +21,10 @@ use std::{sync::Arc, time::Duration};
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
     core::error_boundary::DeserializeGuard,
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
 };
 use pgsteward_api::{PgBackup, PgBackupStatus, PgInstance, backup::BackupPhase};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -30,7 +32,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::{
     act::{self, BackupGate},
     build::{FIELD_MANAGER, names},
-    controller::Context,
+    controller::{Context, scoped_api},
     error::{Error, Result, chain},
     image_state::{self, BackupResult},
 };
@@ -39,7 +41,8 @@ use crate::{
 /// its exec (the backup itself goes on in the pod; the next exec with the
 /// same id picks up its result).
 pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
-/// How often a waiting PgBackup is checked again.
+/// How often a waiting PgBackup is checked again, whatever its instance
+/// does (a change to the instance wakes it sooner).
 pub const WAIT: Duration = Duration::from_secs(30);
 
 fn pending(prior: &PgBackupStatus, message: String) -> PgBackupStatus {
@@ -79,10 +82,7 @@ async fn write(client: &Client, backup: &PgBackup, status: &PgBackupStatus) -> R
 /// A Normal event when a backup succeeded, a Warning when it failed, on
 /// the PgBackup (`kubectl describe pgbackup`).
 async fn publish(ctx: &Context, backup: &PgBackup, phase: BackupPhase, message: String) {
-    use kube::{
-        Resource,
-        runtime::events::{Event, EventType},
-    };
+    use kube::runtime::events::{Event, EventType};
     let (type_, reason) = match phase {
         BackupPhase::Succeeded => (EventType::Normal, "BackupSucceeded"),
         _ => (EventType::Warning, "BackupFailed"),
@@ -255,17 +255,56 @@ pub fn error_policy(
     Action::requeue(crate::controller::backoff(3, err.api_status()))
 }
 
+/// The PgBackups to look at again when `instance` changes: those in its
+/// namespace whose `spec.instanceRef` names it and that have not finished
+/// (a finished or deleted PgBackup, or one that cannot be read, has
+/// nothing left to do).
+pub fn backups_of_instance(
+    instance: &impl Resource,
+    backups: &[Arc<DeserializeGuard<PgBackup>>],
+) -> Vec<ObjectRef<DeserializeGuard<PgBackup>>> {
+    let ns = instance.meta().namespace.as_deref();
+    let Some(name) = instance.meta().name.as_deref() else {
+        return Vec::new();
+    };
+    backups
+        .iter()
+        .filter(|guard| match &guard.0 {
+            Ok(b) => {
+                b.metadata.namespace.as_deref() == ns
+                    && b.spec.instance_ref.name == name
+                    && b.metadata.deletion_timestamp.is_none()
+                    && !matches!(
+                        b.status.as_ref().and_then(|s| s.phase),
+                        Some(BackupPhase::Succeeded | BackupPhase::Failed)
+                    )
+            }
+            Err(_) => false,
+        })
+        .map(|guard| ObjectRef::from_obj(guard.as_ref()))
+        .collect()
+}
+
 /// Run the PgBackup controller for one namespace (or all) until shutdown.
+/// It watches PgBackups, and PgInstances in the same scope: an instance
+/// event wakes the PgBackups that wait for it ([`backups_of_instance`],
+/// looked up in the controller's own PgBackup cache).
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<DeserializeGuard<PgBackup>> = match &namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
-    Controller::new(api, watcher::Config::default())
+    let controller = Controller::new(
+        scoped_api::<DeserializeGuard<PgBackup>>(&ctx.client, &namespace),
+        watcher::Config::default(),
+    );
+    let backups = controller.store();
+    controller
+        .watches(
+            scoped_api::<DeserializeGuard<PgInstance>>(&ctx.client, &namespace),
+            watcher::Config::default(),
+            move |instance| backups_of_instance(&instance, &backups.state()),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

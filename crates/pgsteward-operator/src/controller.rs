@@ -675,6 +675,18 @@ pub async fn cleanup(instance: &PgInstance, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
+/// An `Api` in the namespace the controllers watch, or in all of them.
+pub(crate) fn scoped_api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// Run the controller for one namespace (or all with `None`) until shutdown.
 pub async fn run(
     ctx: Arc<Context>,
@@ -682,16 +694,6 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        match ns {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
     let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let backups = crate::backups::run(ctx.clone(), namespace.clone(), shutdown.clone());
@@ -700,19 +702,19 @@ pub async fn run(
         "controller starting"
     );
     let instances = Controller::new(
-        api::<DeserializeGuard<PgInstance>>(&client, &namespace),
+        scoped_api::<DeserializeGuard<PgInstance>>(&client, &namespace),
         watcher::Config::default(),
     )
     .owns(
-        api::<DeserializeGuard<StatefulSet>>(&client, &namespace),
+        scoped_api::<DeserializeGuard<StatefulSet>>(&client, &namespace),
         owned(),
     )
     .owns(
-        api::<DeserializeGuard<Service>>(&client, &namespace),
+        scoped_api::<DeserializeGuard<Service>>(&client, &namespace),
         owned(),
     )
     .owns(
-        api::<DeserializeGuard<ConfigMap>>(&client, &namespace),
+        scoped_api::<DeserializeGuard<ConfigMap>>(&client, &namespace),
         owned(),
     )
     .graceful_shutdown_on(shutdown)

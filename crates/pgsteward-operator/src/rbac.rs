@@ -36,7 +36,7 @@ pub const RULES: &[Rule] = &[
         resource: "pginstances",
         verbs: &["get", "list", "watch", "patch"],
         scope: Scope::Instances,
-        why: "controller watch (list, watch); startup check that the CRD is installed (list); finalizer add/remove (JSON patch); the PgBackup controller reads its instance (get)",
+        why: "controller watch, and the PgBackup controller's watch that wakes waiting PgBackups (list, watch); startup check that the CRD is installed (list); finalizer add/remove (JSON patch); the PgBackup controller reads its instance (get)",
     },
     Rule {
         api_group: "pgsteward.io",
