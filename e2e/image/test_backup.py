@@ -29,6 +29,7 @@ def test_backup_records_name_lsns_times_and_the_parsed_backup_list(make_instance
     assert d["startTime"] <= d["finishTime"]
     assert d["firstRecoverabilityPoint"] == d["finishTime"]
     assert [b["name"] for b in d["backups"]] == [d["backupName"]]
+    assert d["backups"][0]["pgstewardId"] == "b-first", "each listed backup keeps the id it was tagged with"
     assert d["backups"][0]["startLsn"] == d["startLsn"] and d["permanent"] is False
     # The backup's own WAL was archived before backup-push returned.
     assert d["backups"][0]["walFileName"] in archived(inst.storage, inst.major)

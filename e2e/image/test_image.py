@@ -422,11 +422,30 @@ def test_builtin_scheduler_runs_backups_when_not_root(make_instance):
                           150, "the scheduled backup to finish", inst)
     assert result["outcome"] == "succeeded", result
     assert result["details"]["backupName"], result
+    # The schedule's backups carry their own id, scheduled-<UTC>, in the
+    # result and in the backup list: that is how they are told apart from
+    # on-demand backups.
+    assert re.fullmatch(r"scheduled-\d{8}T\d{6}Z", result["id"]), result["id"]
+    listed = {b["name"]: b["pgstewardId"] for b in result["details"]["backups"]}
+    assert listed[result["details"]["backupName"]] == result["id"], listed
     log = inst.log()
     assert "via the built-in scheduler" in log
-    assert "scheduled backup: running" in log
+    assert f"scheduled backup: running {SCRIPTS / 'backup.sh'} --id scheduled-" in log, log
     assert not (inst.config_dir / "cron.d").exists()
     check_fixture("backup-succeeded-scheduled.json", result)
+
+    # An on-demand backup afterwards lists both, each with its id (the
+    # scheduler may hold the lock for its next minute: exit 5, retry).
+    def on_demand():
+        run = inst.script("backup.sh", "--id", "on-demand-after-scheduled", check=False)
+        assert run.returncode in (0, 5), run.stdout + run.stderr
+        return run.returncode == 0
+    wait_for(on_demand, 150, "the on-demand backup to get the lock", inst)
+    after = inst.result("backup", "on-demand-after-scheduled")
+    ids = [b["pgstewardId"] for b in after["details"]["backups"]]
+    assert ids[-1] == "on-demand-after-scheduled" and result["id"] in ids, ids
+    assert all(i == "on-demand-after-scheduled" or i.startswith("scheduled-") for i in ids), ids
+    check_fixture("backup-succeeded-after-scheduled.json", after)
 
 
 def test_as_root_without_cron_warns_and_uses_the_builtin_scheduler(make_instance):
@@ -493,6 +512,7 @@ def test_as_root_with_cron_installs_the_cron_job_and_runs_cron(make_instance):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = inst.result("backup")
     assert result["outcome"] == "succeeded", result
+    assert re.fullmatch(r"scheduled-\d{8}T\d{6}Z", result["id"]), result["id"]
     assert "via cron" in inst.log() and "via the built-in scheduler" not in inst.log()
     inst.stop()
     wait_for(lambda: not [c for c in session_processes(inst.proc.pid).values() if c.endswith("cron -f")],

@@ -27,9 +27,13 @@
 # matching either one fires. @yearly, @annually, @monthly, @weekly, @daily,
 # @midnight and @hourly are accepted. Times are local time ($TZ).
 #
+# Each scheduled run is `backup.sh --id scheduled-<UTC yyyymmddThhmmssZ>`:
+# the `scheduled-` prefix is how the backup list (and the operator's
+# BackupHealthy) tells the schedule's backups from on-demand ones.
+#
 # Environment: PGSTEWARD_BACKUP_SCHEDULE, PGSTEWARD_BACKUP_COMMAND (default
-# backup.sh next to this script), PGSTEWARD_SCHEDULER_INTERVAL (seconds
-# between checks, default 30; each matching minute runs once).
+# backup.sh next to this script; it gets the same --id), PGSTEWARD_SCHEDULER_INTERVAL
+# (seconds between checks, default 30; each matching minute runs once).
 #
 # Exit codes:
 #   0  check: valid; match: fires; run: the watched process ended; cron-job: the
@@ -185,11 +189,17 @@ main_server_ready() {
   pg_isready -q >/dev/null 2>&1
 }
 
+# scheduled_id: the id of a scheduled backup started now.
+scheduled_id() {
+  printf 'scheduled-%s\n' "$(date -u +%Y%m%dT%H%M%SZ)"
+}
+
 run_backup() {
-  local cmd rc=0
+  local cmd id rc=0
   cmd=$(backup_command)
-  log "scheduled backup: running $cmd"
-  "$cmd" || rc=$?
+  id=$(scheduled_id)
+  log "scheduled backup: running $cmd --id $id"
+  "$cmd" --id "$id" || rc=$?
   if [ "$rc" -eq 0 ]; then
     log "scheduled backup: finished"
   else

@@ -16,9 +16,12 @@
 #                when that variable is set (unset: keep everything).
 #   list         `wal-g backup-list --json --detail`, parsed into the result's
 #                details: backupName, startLsn, finishLsn, startTime,
-#                finishTime, permanent, backups, firstRecoverabilityPoint.
+#                finishTime, permanent, backups (every backup in storage, each
+#                with the pgstewardId it was tagged with, null if none),
+#                firstRecoverabilityPoint.
 #
-# ID defaults to backup-<UTC time>. An id that already has a final result is
+# ID defaults to backup-<UTC time>; the scheduler passes scheduled-<UTC time>,
+# the operator a PgBackup's uid. An id that already has a final result is
 # not run again: the script prints that result and exits 0 (or 1 if it
 # failed). The result JSON (docs/image-contract.md) is also printed on stdout
 # at the end of every run; logs go to stderr.
@@ -167,7 +170,7 @@ step_list() {
     | {backupName: $mine.name, startLsn: $mine.startLsn, finishLsn: $mine.finishLsn,
        startTime: $mine.startTime, finishTime: $mine.finishTime, permanent: $permanent,
        firstRecoverabilityPoint: ($all[0].finishTime // null),
-       backups: [$all[] | del(.pgstewardId)]}' <<<"$raw") ||
+       backups: $all}' <<<"$raw") ||
     fail list "could not parse wal-g backup-list output"
   [ "$(jq -r .backupName <<<"$DETAILS")" != null ] ||
     fail list "wal-g backup-push succeeded but no backup with pgstewardId=$ID is listed"
