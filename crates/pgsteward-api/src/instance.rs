@@ -684,9 +684,14 @@ pub struct PgInstanceStatus {
     /// The image the server runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// The last successful backup.
+    /// The last successful backup, scheduled or on demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<BackupRecord>,
+    /// The newest backup taken by `spec.backup.schedule` (the image's
+    /// scheduler tags them `scheduled-<UTC time>`). BackupHealthy judges its
+    /// age: on-demand backups do not show that the schedule works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_backup: Option<BackupRecord>,
     /// The oldest time a restore can reach: the end of the oldest backup kept
     /// (RFC 3339). Bounded so the API server can price the CEL rule that
     /// compares `spec.restore` with it.

@@ -220,10 +220,15 @@ pub fn schedule_period(schedule: &str, now: Timestamp) -> Option<SignedDuration>
     Some(last.timestamp().duration_since(before.timestamp()))
 }
 
-/// The BackupHealthy condition: (status, reason, message).
+/// The BackupHealthy condition: (status, reason, message). With a
+/// schedule, what counts is the age of the last *scheduled* backup
+/// (`last_scheduled`, see [`last_scheduled_backup`]): an on-demand backup
+/// does not show that the schedule works. `last_backup` (any kind) is only
+/// named in the message when it is newer, so that nobody takes it for one.
 pub fn backup_health(
     schedule: Option<&str>,
     report: Option<&StatusReport>,
+    last_scheduled: Option<&BackupRecord>,
     last_backup: Option<&BackupRecord>,
     now: Timestamp,
 ) -> (&'static str, &'static str, String) {
@@ -278,30 +283,59 @@ pub fn backup_health(
             format!("backup.schedule {schedule:?} cannot be read as a cron expression"),
         );
     };
-    let finished = last_backup
-        .and_then(|b| b.finished_at.as_deref())
-        .and_then(parse_time);
+    let finished = |b: Option<&BackupRecord>| {
+        b.and_then(|b| b.finished_at.as_deref())
+            .and_then(parse_time)
+    };
+    let scheduled_at = finished(last_scheduled);
     let limit = SignedDuration::from_secs(period.as_secs() * 2);
-    match finished {
+    let period_text = format!(
+        "{}h{:02}m, {schedule:?}",
+        period.as_secs() / 3600,
+        (period.as_secs() % 3600) / 60
+    );
+    // A newer backup that is not the schedule's: said, not counted.
+    let not_counted = match finished(last_backup) {
+        Some(t) if scheduled_at.is_none_or(|s| t > s) => format!(
+            "; a later backup, not scheduled, finished at {t}: backups on demand do not count"
+        ),
+        _ => String::new(),
+    };
+    let name = last_scheduled
+        .and_then(|b| b.name.as_deref())
+        .unwrap_or("?");
+    match scheduled_at {
         Some(t) if now.duration_since(t) > limit => (
             "False",
             "BackupOverdue",
             format!(
-                "the last backup finished at {t}, more than twice the schedule's period ({}h{:02}m, {schedule:?}) ago: check the pod log for the scheduled backups",
-                period.as_secs() / 3600,
-                (period.as_secs() % 3600) / 60
+                "the last scheduled backup ({name}) finished at {t}, more than twice the schedule's period ({period_text}) ago{not_counted}; check the pod log for the scheduled backups (backup-scheduler.sh)"
             ),
         ),
         Some(t) => (
             "True",
             "Healthy",
-            format!("WAL is archived; the last backup finished at {t}"),
+            format!("WAL is archived; the last scheduled backup ({name}) finished at {t}"),
         ),
-        None => (
-            "Unknown",
-            "NoBackupYet",
-            format!("WAL is archived; no backup has finished yet (schedule {schedule:?})"),
-        ),
+        None => {
+            let started = report.server.started_at.as_deref().and_then(parse_time);
+            match started {
+                Some(s) if now.duration_since(s) > limit => (
+                    "False",
+                    "BackupOverdue",
+                    format!(
+                        "no scheduled backup has finished, and the server has run since {s}, more than twice the schedule's period ({period_text}){not_counted}; check the pod log for the scheduled backups (backup-scheduler.sh)"
+                    ),
+                ),
+                _ => (
+                    "Unknown",
+                    "NoScheduledBackupYet",
+                    format!(
+                        "WAL is archived; no scheduled backup has finished yet (schedule {schedule:?}){not_counted}"
+                    ),
+                ),
+            }
+        }
     }
 }
 
@@ -354,6 +388,38 @@ pub fn refresh_archiver(prior: Option<&ArchiverRecord>, a: &Archiver) -> Archive
         old.clone()
     } else {
         next
+    }
+}
+
+/// `status.lastScheduledBackup`: the newest backup the schedule took
+/// (id `scheduled-…`) in the list of backups in storage that `result`
+/// carries, unless the one recorded before (`prior`) finished later. Without
+/// a list (a backup running, or one that failed before listing) or without
+/// a scheduled backup in it (none yet, or deleted by retention), `prior`
+/// stays: the time the schedule last worked is not forgotten.
+pub fn last_scheduled_backup(
+    prior: Option<&BackupRecord>,
+    result: Option<&BackupResult>,
+) -> Option<BackupRecord> {
+    let finished = |b: &BackupRecord| b.finished_at.as_deref().and_then(parse_time);
+    let listed = result
+        .and_then(|r| r.details.backups.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|b| b.scheduled())
+        .map(|b| BackupRecord {
+            name: b.name.clone(),
+            started_at: b.start_time.clone(),
+            finished_at: b.finish_time.clone(),
+            start_lsn: b.start_lsn.clone(),
+            finish_lsn: b.finish_lsn.clone(),
+        })
+        .filter_map(|b| finished(&b).map(|t| (t, b)))
+        .max_by_key(|(t, _)| *t);
+    match (prior, listed) {
+        (Some(p), Some((t, _))) if finished(p).is_some_and(|pt| pt >= t) => Some(p.clone()),
+        (_, Some((_, newest))) => Some(newest),
+        (p, None) => p.cloned(),
     }
 }
 
@@ -852,6 +918,7 @@ pub struct Plan {
     pub failed_upgrade: Option<FailedUpgrade>,
     pub last_restore: Option<RestoreRecord>,
     pub last_backup: Option<BackupRecord>,
+    pub last_scheduled_backup: Option<BackupRecord>,
     pub first_recoverability_point: Option<String>,
     pub archiver: Option<ArchiverRecord>,
     pub waiting: Option<Vec<String>>,
@@ -890,6 +957,7 @@ pub fn plan(
         failed_upgrade: prior.failed_upgrade.clone(),
         last_restore: prior.last_restore.clone(),
         last_backup: prior.last_backup.clone(),
+        last_scheduled_backup: prior.last_scheduled_backup.clone(),
         first_recoverability_point: prior.first_recoverability_point.clone(),
         archiver: prior.archiver.clone(),
         waiting: None,
@@ -909,6 +977,8 @@ pub fn plan(
             if let Some(rec) = backup_record(b) {
                 p.last_backup = Some(rec);
             }
+            p.last_scheduled_backup =
+                last_scheduled_backup(p.last_scheduled_backup.as_ref(), Some(b));
             if let Some(frp) = b
                 .details
                 .first_recoverability_point
@@ -923,8 +993,13 @@ pub fn plan(
         }
     }
     if let Some(b) = &spec.backup {
-        let (s, reason, message) =
-            backup_health(b.schedule.as_deref(), report, p.last_backup.as_ref(), now);
+        let (s, reason, message) = backup_health(
+            b.schedule.as_deref(),
+            report,
+            p.last_scheduled_backup.as_ref(),
+            p.last_backup.as_ref(),
+            now,
+        );
         // Without a report this reconcile, keep what was reported last.
         let keep = report.is_none()
             && instance

@@ -498,6 +498,7 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
             next.failed_upgrade = plan.failed_upgrade.clone();
             next.last_restore = plan.last_restore.clone();
             next.last_backup = plan.last_backup.clone();
+            next.last_scheduled_backup = plan.last_scheduled_backup.clone();
             next.first_recoverability_point = plan.first_recoverability_point.clone();
             next.archiver = plan.archiver.clone();
             next.waiting = plan.waiting.clone();

@@ -54,8 +54,45 @@ pub struct BackupDetails {
     pub permanent: Option<bool>,
     #[serde(default)]
     pub first_recoverability_point: Option<String>,
+    /// Every backup in storage when the result was written, oldest first
+    /// (null until `backup.sh` has listed them).
     #[serde(default)]
-    pub backups: Option<Vec<serde_json::Value>>,
+    pub backups: Option<Vec<ListedBackup>>,
+}
+
+/// The id prefix of the backups the image's scheduler takes
+/// (`backup-scheduler.sh`: `backup.sh --id scheduled-<UTC yyyymmddThhmmssZ>`).
+pub const SCHEDULED_ID_PREFIX: &str = "scheduled-";
+
+/// One backup in storage, as `backup.sh` lists it in `details.backups`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedBackup {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub start_time: Option<String>,
+    #[serde(default)]
+    pub finish_time: Option<String>,
+    #[serde(default)]
+    pub start_lsn: Option<String>,
+    #[serde(default)]
+    pub finish_lsn: Option<String>,
+    #[serde(default)]
+    pub permanent: Option<bool>,
+    /// The id `backup.sh` tagged it with; null for a backup taken
+    /// otherwise (or listed by an image older than this field).
+    #[serde(default)]
+    pub pgsteward_id: Option<String>,
+}
+
+impl ListedBackup {
+    /// Taken by the schedule (its id is `scheduled-…`).
+    pub fn scheduled(&self) -> bool {
+        self.pgsteward_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with(SCHEDULED_ID_PREFIX))
+    }
 }
 
 /// `details` of a restore result.

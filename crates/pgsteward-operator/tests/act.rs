@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
-    jiff::Timestamp,
+    jiff::{SignedDuration, Timestamp},
 };
 use pgsteward_api::{
     PgBackup, PgBackupStatus, PgInstance,
@@ -292,131 +292,407 @@ fn backup_gate_fails_waits_or_goes_and_says_which() {
 
 // ----------------------------------------------------------- backup health
 
+/// A backup record `d` after `b` finished (the same backup, later).
+fn finished_later(b: &BackupRecord, d: SignedDuration) -> BackupRecord {
+    BackupRecord {
+        finished_at: Some((ts(b.finished_at.as_deref().unwrap()) + d).to_string()),
+        ..b.clone()
+    }
+}
+
 #[test]
-fn backup_health_from_archiver_last_result_and_schedule() {
-    let ok = fixture_json("backup-succeeded-scheduled.json");
+fn the_last_scheduled_backup_comes_from_the_listed_backups_tagged_scheduled() {
+    // Real results: a scheduled backup; an on-demand one taken after it
+    // (its list holds both); an on-demand one alone; a failed push (no list).
+    let scheduled: BackupResult = fixture("backup-succeeded-scheduled.json");
+    let after: BackupResult = fixture("backup-succeeded-after-scheduled.json");
+    let on_demand: BackupResult = fixture("backup-succeeded.json");
+    let failed: BackupResult = fixture("backup-failed-push.json");
+    assert!(scheduled.id.starts_with("scheduled-"), "{}", scheduled.id);
+    let listed = after.details.backups.as_ref().unwrap();
+    assert_eq!(
+        listed.iter().map(|b| b.scheduled()).collect::<Vec<_>>(),
+        [true, false],
+        "{listed:?}"
+    );
+    let own = act::last_scheduled_backup(None, Some(&scheduled)).unwrap();
+    assert_eq!(own.name, scheduled.details.backup_name);
+    assert_eq!(own.finished_at, scheduled.details.finish_time);
+    assert_eq!(own.start_lsn, scheduled.details.start_lsn);
+    let in_after = act::last_scheduled_backup(None, Some(&after)).unwrap();
+    assert_eq!(in_after.name, listed[0].name);
+    assert_ne!(
+        in_after.name, after.details.backup_name,
+        "not the on-demand one"
+    );
+    let older = finished_later(&in_after, SignedDuration::from_hours(-24));
+    let newer = finished_later(&in_after, SignedDuration::from_hours(24));
+    // (what, prior, result, expected)
+    let table: Vec<(
+        &str,
+        Option<&BackupRecord>,
+        Option<&BackupResult>,
+        Option<&BackupRecord>,
+    )> = vec![
+        ("nothing known", None, None, None),
+        (
+            "only on-demand backups listed",
+            None,
+            Some(&on_demand),
+            None,
+        ),
+        (
+            "only on-demand backups listed, kept",
+            Some(&older),
+            Some(&on_demand),
+            Some(&older),
+        ),
+        (
+            "no list (failed before listing), kept",
+            Some(&older),
+            Some(&failed),
+            Some(&older),
+        ),
+        (
+            "a newer scheduled backup listed",
+            Some(&older),
+            Some(&after),
+            Some(&in_after),
+        ),
+        (
+            "the recorded one is newer, kept",
+            Some(&newer),
+            Some(&after),
+            Some(&newer),
+        ),
+        (
+            "the same one",
+            Some(&in_after),
+            Some(&after),
+            Some(&in_after),
+        ),
+    ];
+    for (what, prior, result, expected) in table {
+        assert_eq!(
+            act::last_scheduled_backup(prior, result).as_ref(),
+            expected,
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn backup_health_judges_the_last_scheduled_backup_not_on_demand_ones() {
+    let ok = fixture_json("backup-succeeded-after-scheduled.json");
     let failed = fixture_json("backup-failed-push.json");
     let ok_result: BackupResult = serde_json::from_value(ok.clone()).unwrap();
-    let last = act::backup_record(&ok_result).expect("a succeeded backup is recorded");
-    assert_eq!(last.name.as_deref(), Some("base_000000010000000000000003"));
-    let finished = ts(last.finished_at.as_deref().unwrap());
+    // The scheduled backup and the on-demand one after it, as plan() records them.
+    let scheduled = act::last_scheduled_backup(None, Some(&ok_result)).unwrap();
+    let on_demand = act::backup_record(&ok_result).expect("a succeeded backup is recorded");
+    assert_ne!(scheduled.name, on_demand.name);
+    let finished = ts(scheduled.finished_at.as_deref().unwrap());
+    let hours = |h: i64| finished + SignedDuration::from_hours(h);
+    // An on-demand PgBackup taken six days after the schedule's last backup.
+    let on_demand_later = finished_later(&scheduled, SignedDuration::from_hours(6 * 24));
+    let on_demand_later = BackupRecord {
+        name: on_demand.name.clone(),
+        ..on_demand_later
+    };
     let failing = json!({"archivedCount": 3, "lastArchivedWal": "000000010000000000000003",
         "lastArchivedTime": "2026-11-21T06:07:43Z", "failedCount": 4,
         "lastFailedWal": "000000010000000000000004", "lastFailedTime": "2026-11-21T06:20:00Z"});
     let recovered = json!({"archivedCount": 9, "lastArchivedWal": "000000010000000000000005",
         "lastArchivedTime": "2026-11-21T06:30:00Z", "failedCount": 4,
         "lastFailedWal": "000000010000000000000004", "lastFailedTime": "2026-11-21T06:20:00Z"});
-    let hours = |h: i64| finished + k8s_openapi::jiff::SignedDuration::from_hours(h);
-    // (what, schedule, results, archiver, last backup, now, status, reason)
+    let started_just_before = hours(-1).to_string();
+    let started_long_before = hours(-72).to_string();
+    let t = |r: &BackupRecord| r.finished_at.clone().unwrap();
+    let scheduled_at = ts(&t(&scheduled)).to_string();
+    let on_demand_at = ts(&t(&on_demand_later)).to_string();
+    // (what, schedule, results, archiver, last scheduled, last of any kind,
+    //  server started, now, status, reason, the message says)
     let table: Vec<(
         &str,
         Option<&str>,
         Value,
         Value,
         Option<&BackupRecord>,
+        Option<&BackupRecord>,
+        &str,
         Timestamp,
         &str,
         &str,
+        Vec<&str>,
     )> = vec![
         (
-            "healthy",
+            "scheduled recent, on-demand recent",
             Some("0 3 * * *"),
             json!({"backup": ok}),
             healthy_archiver(),
-            Some(&last),
+            Some(&scheduled),
+            Some(&on_demand),
+            &started_long_before,
             hours(1),
             "True",
             "Healthy",
+            vec![
+                "last scheduled backup",
+                scheduled.name.as_deref().unwrap(),
+                &scheduled_at,
+            ],
+        ),
+        (
+            "scheduled overdue, on-demand recent",
+            Some("0 3 * * *"),
+            json!({"backup": ok}),
+            healthy_archiver(),
+            Some(&scheduled),
+            Some(&on_demand_later),
+            &started_long_before,
+            hours(7 * 24),
+            "False",
+            "BackupOverdue",
+            vec![
+                "the last scheduled backup",
+                &scheduled_at,
+                "more than twice the schedule's period (24h00m",
+                &on_demand_at,
+                "on demand do not count",
+            ],
+        ),
+        (
+            "daily, scheduled 47 h old",
+            Some("0 3 * * *"),
+            json!({"backup": ok}),
+            healthy_archiver(),
+            Some(&scheduled),
+            Some(&on_demand),
+            &started_long_before,
+            hours(47),
+            "True",
+            "Healthy",
+            vec![&scheduled_at],
+        ),
+        (
+            "daily, scheduled 49 h old",
+            Some("0 3 * * *"),
+            json!({"backup": ok}),
+            healthy_archiver(),
+            Some(&scheduled),
+            Some(&on_demand),
+            &started_long_before,
+            hours(49),
+            "False",
+            "BackupOverdue",
+            vec![&scheduled_at],
+        ),
+        (
+            "hourly, scheduled 3 h old",
+            Some("@hourly"),
+            json!({"backup": ok}),
+            healthy_archiver(),
+            Some(&scheduled),
+            Some(&scheduled),
+            &started_long_before,
+            hours(3),
+            "False",
+            "BackupOverdue",
+            vec!["(1h00m, \"@hourly\")"],
+        ),
+        (
+            "no scheduled backup yet, server just started, on-demand only",
+            Some("0 3 * * *"),
+            json!({"backup": ok}),
+            healthy_archiver(),
+            None,
+            Some(&on_demand),
+            &started_just_before,
+            hours(1),
+            "Unknown",
+            "NoScheduledBackupYet",
+            vec![
+                "no scheduled backup has finished yet",
+                "on demand do not count",
+            ],
+        ),
+        (
+            "no backup at all yet",
+            Some("0 3 * * *"),
+            json!({"backup": null}),
+            healthy_archiver(),
+            None,
+            None,
+            &started_just_before,
+            hours(1),
+            "Unknown",
+            "NoScheduledBackupYet",
+            vec!["no scheduled backup has finished yet"],
+        ),
+        (
+            "no scheduled backup in 3 days of a daily schedule",
+            Some("0 3 * * *"),
+            json!({"backup": ok}),
+            healthy_archiver(),
+            None,
+            Some(&on_demand),
+            &started_long_before,
+            hours(1),
+            "False",
+            "BackupOverdue",
+            vec![
+                "no scheduled backup has finished",
+                &started_long_before,
+                "on demand do not count",
+            ],
         ),
         (
             "archiving fails",
             Some("0 3 * * *"),
             json!({"backup": ok}),
             failing,
-            Some(&last),
+            Some(&scheduled),
+            Some(&on_demand),
+            &started_long_before,
             hours(1),
             "False",
             "ArchivingFailing",
+            vec!["000000010000000000000004"],
         ),
         (
             "archiving recovered",
             Some("0 3 * * *"),
             json!({"backup": ok}),
             recovered,
-            Some(&last),
+            Some(&scheduled),
+            Some(&on_demand),
+            &started_long_before,
             hours(1),
             "True",
             "Healthy",
+            vec![],
         ),
         (
-            "last backup failed",
+            "the newest backup failed",
             Some("0 3 * * *"),
             json!({"backup": failed}),
             healthy_archiver(),
-            Some(&last),
+            Some(&scheduled),
+            Some(&on_demand),
+            &started_long_before,
             hours(1),
             "False",
             "BackupFailed",
+            vec!["backup-push"],
         ),
         (
-            "daily, 47 h old",
-            Some("0 3 * * *"),
-            json!({"backup": ok}),
-            healthy_archiver(),
-            Some(&last),
-            hours(47),
-            "True",
-            "Healthy",
-        ),
-        (
-            "daily, 49 h old",
-            Some("0 3 * * *"),
-            json!({"backup": ok}),
-            healthy_archiver(),
-            Some(&last),
-            hours(49),
-            "False",
-            "BackupOverdue",
-        ),
-        (
-            "hourly, 3 h old",
-            Some("@hourly"),
-            json!({"backup": ok}),
-            healthy_archiver(),
-            Some(&last),
-            hours(3),
-            "False",
-            "BackupOverdue",
-        ),
-        (
-            "no schedule",
+            "no schedule: on demand only",
             None,
             json!({"backup": ok}),
             healthy_archiver(),
-            Some(&last),
+            None,
+            Some(&on_demand),
+            &started_long_before,
             hours(500),
             "True",
             "Archiving",
-        ),
-        (
-            "no backup yet",
-            Some("0 3 * * *"),
-            json!({"backup": null}),
-            healthy_archiver(),
-            None,
-            hours(1),
-            "Unknown",
-            "NoBackupYet",
+            vec![],
         ),
     ];
-    for (what, schedule, results, archiver, last, now, st, reason) in table {
-        let r = report(results, archiver, json!([]), json!([]));
-        let (s, why, message) = act::backup_health(schedule, Some(&r), last, now);
+    for (what, schedule, results, archiver, last_scheduled, last, started, now, st, reason, says) in
+        table
+    {
+        let mut r = report(results, archiver, json!([]), json!([]));
+        r.server.started_at = Some(started.to_string());
+        let (s, why, message) = act::backup_health(schedule, Some(&r), last_scheduled, last, now);
         assert_eq!((s, why), (st, reason), "{what}: {message}");
         assert!(!message.is_empty(), "{what}");
+        for part in says {
+            assert!(
+                message.contains(part),
+                "{what}: {part:?} not in {message:?}"
+            );
+        }
     }
-    let (s, why, _) = act::backup_health(Some("0 3 * * *"), None, None, hours(1));
+    // The scheduled one is the newest: nothing said about other backups.
+    let mut r = report(
+        json!({"backup": ok}),
+        healthy_archiver(),
+        json!([]),
+        json!([]),
+    );
+    r.server.started_at = Some(started_long_before.clone());
+    let (_, _, message) = act::backup_health(
+        Some("0 3 * * *"),
+        Some(&r),
+        Some(&scheduled),
+        Some(&scheduled),
+        hours(49),
+    );
+    assert!(!message.contains("not scheduled"), "{message}");
+    let (s, why, _) = act::backup_health(Some("0 3 * * *"), None, None, None, hours(1));
     assert_eq!((s, why), ("Unknown", "NotYetReported"));
+}
+
+#[test]
+fn plan_records_the_last_scheduled_backup_and_an_on_demand_one_does_not_refresh_it() {
+    let settings = pgsteward_operator::build::Settings::default();
+    let spec = json!({"postgresVersion": 18, "storage": {"size": "1Gi"},
+        "backup": {"schedule": "0 3 * * *", "file": {"path": "/backups"}}});
+    let scheduled: BackupResult = fixture("backup-succeeded-scheduled.json");
+    let at = ts(scheduled.details.finish_time.as_deref().unwrap());
+    let results = |name: &str| json!({"backup": fixture_json(name)});
+    let health = |p: &act::Plan| {
+        let c = p
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "BackupHealthy")
+            .unwrap();
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    };
+    // The schedule's backup is reported: recorded as both.
+    let i = running_instance(
+        spec.clone(),
+        json!({"postgresVersion": 18, "conditions": []}),
+    );
+    let r = report(
+        results("backup-succeeded-scheduled.json"),
+        healthy_archiver(),
+        json!([]),
+        json!([]),
+    );
+    let p = act::plan(&i, &settings, Some(&r), &act::PodView::default(), at);
+    assert_eq!(p.last_scheduled_backup, act::backup_record(&scheduled));
+    assert_eq!(p.last_backup, act::backup_record(&scheduled));
+    assert_eq!(health(&p).1, "Healthy");
+
+    // Three days later only an on-demand backup is reported, and the storage
+    // it lists holds no scheduled backup (deleted by retention): lastBackup
+    // moves, lastScheduledBackup stays, and the schedule is overdue.
+    let now = at + SignedDuration::from_hours(72);
+    let status = json!({"postgresVersion": 18, "conditions": [],
+        "lastScheduledBackup": p.last_scheduled_backup, "lastBackup": p.last_backup});
+    let i = running_instance(spec.clone(), status);
+    let r = report(
+        results("backup-succeeded.json"),
+        healthy_archiver(),
+        json!([]),
+        json!([]),
+    );
+    let p2 = act::plan(&i, &settings, Some(&r), &act::PodView::default(), now);
+    let on_demand: BackupResult = fixture("backup-succeeded.json");
+    assert_eq!(p2.last_backup, act::backup_record(&on_demand));
+    assert_eq!(p2.last_scheduled_backup, p.last_scheduled_backup);
+    let (s, reason, message) = health(&p2);
+    assert_eq!(
+        (s.as_str(), reason.as_str()),
+        ("False", "BackupOverdue"),
+        "{message}"
+    );
+    assert!(message.contains(&at.to_string()), "{message}");
+
+    // Without a report this reconcile, both records stay.
+    let p3 = act::plan(&i, &settings, None, &act::PodView::default(), now);
+    assert_eq!(p3.last_scheduled_backup, p.last_scheduled_backup);
 }
 
 #[test]
@@ -1245,11 +1521,14 @@ fn real_pgsteward_status_documents_drive_reload_restart_and_restore_progress() {
     );
     let pending = &up.pending_restart.as_ref().unwrap()[0];
     assert_eq!(pending.pending_setting.as_deref(), Some("64MB"));
-    // Backup health from the same document: archiving works, a backup exists.
+    // Backup health from the same document: archiving works, a backup
+    // exists, but it was taken on demand: no scheduled backup yet.
     let last = act::backup_record(up.results.backup.as_ref().unwrap()).unwrap();
+    let last_scheduled = act::last_scheduled_backup(None, up.results.backup.as_ref());
+    assert_eq!(last_scheduled, None);
     let now = ts(last.finished_at.as_deref().unwrap());
-    let (s, reason, _) = act::backup_health(Some("0 3 * * *"), Some(&up), Some(&last), now);
-    assert_eq!((s, reason), ("True", "Healthy"));
+    let (s, reason, _) = act::backup_health(Some("0 3 * * *"), Some(&up), None, Some(&last), now);
+    assert_eq!((s, reason), ("Unknown", "NoScheduledBackupYet"));
     assert!(!act::archiving_fails(up.archiver.as_ref().unwrap()));
 
     // Server down during an in-place restore: nothing is known about the

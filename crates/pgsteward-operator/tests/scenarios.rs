@@ -2169,7 +2169,7 @@ async fn the_whole_path_against_a_real_postgresql_backup_health_reload_and_resta
     assert!(st["configRevision"].is_string(), "{st}");
     assert_eq!(
         world.condition("BackupHealthy")["reason"],
-        "NoBackupYet",
+        "NoScheduledBackupYet",
         "{st}"
     );
 
@@ -2196,6 +2196,41 @@ async fn the_whole_path_against_a_real_postgresql_backup_health_reload_and_resta
     assert_eq!(st["lastBackup"]["name"], b["backupName"], "{st}");
     assert!(st["firstRecoverabilityPoint"].is_string(), "{st}");
     assert!(st["archiver"]["lastArchivedWal"].is_string(), "{st}");
+    // An on-demand backup does not show that the schedule works.
+    assert!(st["lastScheduledBackup"].is_null(), "{st}");
+    let health = world.condition("BackupHealthy");
+    assert_eq!(health["reason"], "NoScheduledBackupYet", "{st}");
+    assert!(
+        health["message"]
+            .as_str()
+            .unwrap()
+            .contains("on demand do not count"),
+        "{health}"
+    );
+
+    // One scheduled run, exactly as cron starts it (`cron-job ENVFILE`; the
+    // environment is already the pod's, so the file adds nothing): the real
+    // scheduler tags it scheduled-<UTC>, and it counts.
+    let out = real
+        .exec
+        .exec(
+            NS,
+            "db-0",
+            vec![
+                "backup-scheduler.sh".into(),
+                "cron-job".into(),
+                "/dev/null".into(),
+            ],
+            std::time::Duration::from_secs(300),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{}\n{}", out.stdout, out.stderr);
+    let (r, _) = world.reconcile().await;
+    assert!(r.is_ok(), "{r:?}");
+    let st = world.instance()["status"].clone();
+    assert_ne!(st["lastScheduledBackup"]["name"], b["backupName"], "{st}");
+    assert_eq!(st["lastScheduledBackup"], st["lastBackup"], "{st}");
     assert_eq!(
         world.condition("BackupHealthy")["reason"],
         "Healthy",
