@@ -176,6 +176,13 @@ async fn reconcile_backup(backup: &PgBackup, ctx: &Context) -> Result<Action> {
         }
         BackupGate::Go => {
             let pod = names::pod(target);
+            // A retry of this same backup (the lock was held, the pod could
+            // not be reached) keeps the message that says why: alternating
+            // between two texts would make each write a watch event that
+            // starts this reconcile, and the exec, again at once (seen
+            // against a real API server: 130 execs in 30 s).
+            let retry = prior.phase == Some(BackupPhase::Running)
+                && prior.backup_id.as_deref() == Some(id.as_str());
             let running = PgBackupStatus {
                 phase: Some(BackupPhase::Running),
                 started_at: prior.started_at.clone().or_else(|| {
@@ -186,7 +193,11 @@ async fn reconcile_backup(backup: &PgBackup, ctx: &Context) -> Result<Action> {
                     )
                 }),
                 backup_id: Some(id.clone()),
-                message: Some(format!("backup.sh --id {id} runs in pod {pod}")),
+                message: if retry {
+                    prior.message.clone()
+                } else {
+                    Some(format!("backup.sh --id {id} runs in pod {pod}"))
+                },
                 observed_generation: backup.metadata.generation,
                 ..prior.clone()
             };

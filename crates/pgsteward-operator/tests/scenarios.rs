@@ -1476,6 +1476,23 @@ async fn backups_of_a_missing_instance_fail_and_a_second_one_waits() {
         ]),
         "{calls:?}"
     );
+    // Still locked at the next try: nothing to write, so the status write
+    // does not wake the controller again at once (each write is a watch
+    // event; alternating texts made a hot loop against a real API server).
+    world.pod.script.once(
+        &["backup.sh"],
+        ExecOutput {
+            exit_code: 5,
+            stdout: String::new(),
+            stderr: "another backup holds the lock\n".into(),
+        },
+    );
+    let (r, requests) = reconcile_backup(&world, "first").await;
+    assert_eq!(
+        r.unwrap(),
+        kube::runtime::controller::Action::requeue(pgsteward_operator::backups::WAIT)
+    );
+    assert_eq!(writes(&requests), Vec::<String>::new());
 }
 
 fn report_with(kind: &str, name: &str, id: &str) -> Value {
