@@ -296,6 +296,26 @@ pub fn backups_of_instance(
         .collect()
 }
 
+/// The instance to look at again when `backup` changes: its own, once the
+/// backup has finished, so `status.lastBackup` and `BackupHealthy` show it
+/// now rather than at the next resync.
+pub fn instance_of_finished_backup(
+    backup: &DeserializeGuard<PgBackup>,
+) -> Option<ObjectRef<DeserializeGuard<PgInstance>>> {
+    let b = backup.0.as_ref().ok()?;
+    let finished = matches!(
+        b.status.as_ref().and_then(|s| s.phase),
+        Some(BackupPhase::Succeeded | BackupPhase::Failed)
+    );
+    finished.then(|| {
+        let r = ObjectRef::new(&b.spec.instance_ref.name);
+        match &b.metadata.namespace {
+            Some(ns) => r.within(ns),
+            None => r,
+        }
+    })
+}
+
 /// Run the PgBackup controller for one namespace (or all) until shutdown.
 /// It watches PgBackups, and PgInstances in the same scope: an instance
 /// event wakes the PgBackups that wait for it ([`backups_of_instance`],

@@ -28,7 +28,7 @@ use kube::{
         watcher,
     },
 };
-use pgsteward_api::{PgInstance, instance::condition_type};
+use pgsteward_api::{PgBackup, PgInstance, instance::condition_type};
 use rand::RngExt;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -717,6 +717,11 @@ pub async fn run(
     .owns(
         scoped_api::<DeserializeGuard<ConfigMap>>(&client, &namespace),
         owned(),
+    )
+    .watches(
+        scoped_api::<DeserializeGuard<PgBackup>>(&client, &namespace),
+        watcher::Config::default(),
+        |backup| crate::backups::instance_of_finished_backup(&backup),
     )
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, ctx)

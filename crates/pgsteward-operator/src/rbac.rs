@@ -50,7 +50,7 @@ pub const RULES: &[Rule] = &[
         resource: "pgbackups",
         verbs: &["list", "watch"],
         scope: Scope::Instances,
-        why: "PgBackup controller watch (list, watch); one backup per instance at a time (list)",
+        why: "PgBackup controller watch, and the PgInstance controller's (a finished backup updates its instance at once) (list, watch); one backup per instance at a time (list)",
     },
     Rule {
         api_group: "pgsteward.io",

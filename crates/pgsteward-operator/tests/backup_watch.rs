@@ -136,6 +136,50 @@ fn an_instance_event_wakes_its_unfinished_pgbackups_in_its_namespace_only() {
     assert_eq!(backups::backups_of_instance(&as_watched, &all).len(), 3);
 }
 
+#[test]
+fn a_finished_pgbackup_wakes_its_instance_so_last_backup_shows_it_at_once() {
+    // (what, PgBackup, instance woken)
+    let table = [
+        (
+            "succeeded",
+            pgbackup_json(NS, "a", "db", Some("Succeeded")),
+            Some("db"),
+        ),
+        (
+            "failed",
+            pgbackup_json(NS, "b", "db", Some("Failed")),
+            Some("db"),
+        ),
+        (
+            "running: nothing to show yet",
+            pgbackup_json(NS, "c", "db", Some("Running")),
+            None,
+        ),
+        (
+            "pending",
+            pgbackup_json(NS, "d", "db", Some("Pending")),
+            None,
+        ),
+        ("new", pgbackup_json(NS, "e", "db", None), None),
+    ];
+    for (what, backup, woken) in table {
+        let got = backups::instance_of_finished_backup(&guard(backup));
+        assert_eq!(got.as_ref().map(|r| r.name.as_str()), woken, "{what}");
+        if let Some(r) = got {
+            assert_eq!(
+                r.namespace.as_deref(),
+                Some(NS),
+                "{what}: its own namespace"
+            );
+        }
+    }
+    let unreadable: DeserializeGuard<PgBackup> = serde_json::from_value(json!({
+        "apiVersion": "pgsteward.io/v1alpha1", "kind": "PgBackup",
+        "metadata": {"name": "u", "namespace": NS}, "spec": {"instanceRef": 7}}))
+    .unwrap();
+    assert_eq!(backups::instance_of_finished_backup(&unreadable), None);
+}
+
 // ------------------------------------------------- the controller, mocked API
 
 type RespBody = UnsyncBoxBody<Bytes, Infallible>;
