@@ -508,12 +508,28 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
             if let Some(v) = plan.postgres_version {
                 next.postgres_version = Some(v);
             }
-            status::override_conditions(
-                &mut next,
-                &prior_status.conditions,
-                plan.conditions.clone(),
-                now,
-            );
+            let mut conditions = plan.conditions.clone();
+            // Between a ConfigMap change and the reload (the kubelet updates
+            // mounted files within a minute or so) every object matches the
+            // spec, but the server does not run it yet: say so.
+            if report.as_ref().is_some_and(|r| r.server.running)
+                && config_revision.as_deref() != Some(desired_revision.as_str())
+                && !conditions
+                    .iter()
+                    .any(|c| c.type_ == condition_type::PROGRESSING)
+            {
+                conditions.push(status::condition(
+                    condition_type::PROGRESSING,
+                    "True",
+                    "ConfigPending",
+                    format!(
+                        "the configuration changed; PostgreSQL reloads it once the kubelet has updated the mounted conf.d files (checked every {} s)",
+                        RECHECK.as_secs()
+                    ),
+                    instance.metadata.generation,
+                ));
+            }
+            status::override_conditions(&mut next, &prior_status.conditions, conditions, now);
             Box::pin(write_status(&current, &next, ctx)).await?;
             let ready = health.ready && health.rolled_out;
             let settled = next.operation.is_none()

@@ -1664,8 +1664,16 @@ async fn a_config_change_is_reloaded_and_restarts_the_pod_only_when_needed() {
         2,
     );
     let _ = world.reconcile().await; // the ConfigMap is written
+    // Until the kubelet has updated the mounted files, status says so.
+    let progressing = world.condition("Progressing");
+    assert_eq!(
+        (&progressing["status"], &progressing["reason"]),
+        (&json!("True"), &json!("ConfigPending")),
+        "{progressing}"
+    );
     let (result, _) = world.reconcile().await; // mounted: reload
     assert!(result.is_ok(), "{result:?}");
+    assert_eq!(world.condition("Progressing")["status"], "False");
     let calls = world.pod.take_calls();
     assert!(
         calls.iter().any(|c| c[0] == "pg_ctl" && c[1] == "reload"),
