@@ -127,6 +127,34 @@ def test_bootstrap_restores_an_instance_from_its_own_storage(make_instance):
     assert "00000002.history" in archived(first.storage, first.major)
 
 
+def test_a_refused_bootstrap_says_why_in_the_termination_message_and_never_initialises(make_instance):
+    """Before the first start the container exits and exec cannot reach it:
+    the operator reads why from the termination message."""
+    first = start_primary(make_instance, name="bootstrap-early-origin")
+    before = first.query("select to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+    time.sleep(1)
+    backup(first, "--id", "b")
+    first.stop()
+    again = make_instance(storage=first.storage, name="bootstrap-early",
+                          env=restore_env("bootstrap", "boot-early", "time", before))
+    message_file = again.root / "termination-log"
+    message_file.write_text("")
+    harness.chown_to_run_user(again.root)
+    for attempt in (1, 2):
+        again.start(wait=False, PGSTEWARD_TERMINATION_LOG=str(message_file))
+        assert again.wait_exit(120) != 0, again.log()[-2000:]
+        published = json.loads(message_file.read_text())
+        restore = published["restore"]
+        assert (restore["kind"], restore["id"], restore["outcome"], restore["step"]) == (
+            "restore", "boot-early", "failed", "validate"), restore
+        assert "earliest time you can restore to" in restore["message"], restore["message"]
+        assert published["upgrade"] is None
+        assert not (again.pgdata / "PG_VERSION").exists(), f"attempt {attempt}: an empty database was created"
+        message_file.write_text("")
+    assert "not initialised over it" in again.log()
+    check_fixture("termination-restore-failed-bootstrap", published)
+
+
 def test_restore_wall_time_versus_raw_fetch_and_replay(make_instance, source):
     """Prints how long restore.sh takes against wal-g backup-fetch plus a plain
     recovery by hand of the same backup to the same target."""

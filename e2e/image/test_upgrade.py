@@ -275,7 +275,9 @@ def test_a_rolled_back_upgrade_is_in_the_termination_message_when_the_container_
     assert start_expecting_exit(inst, PGSTEWARD_TERMINATION_LOG=str(message_file)) == 1
     raw = message_file.read_bytes()
     assert 0 < len(raw) <= 4000, len(raw)
-    message = json.loads(raw)
+    published = json.loads(raw)
+    assert published["restore"] is None
+    message = published["upgrade"]
     result = inst.result("upgrade")
     assert (message["kind"], message["id"], message["outcome"], message["step"]) == (
         "upgrade", result["id"], "rolled_back", "check")
@@ -297,7 +299,7 @@ def test_after_the_point_of_no_return_the_termination_message_says_so_and_the_ol
     inst.use_major(NEW)
     assert start_expecting_exit(inst, PGSTEWARD_FAULT_AT="start_new:done", **env) != 0
     assert_fault_fired(inst, "start_new:done")
-    message = json.loads(message_file.read_text())
+    message = json.loads(message_file.read_text())["upgrade"]
     assert (message["kind"], message["outcome"], message["step"]) == ("upgrade", "running", "start_new")
     check_fixture("termination-start_new", message)
 
@@ -305,14 +307,14 @@ def test_after_the_point_of_no_return_the_termination_message_says_so_and_the_ol
     inst.use_major(OLD)
     assert start_expecting_exit(inst, **env) == 2
     assert "has passed its point of no return" in inst.log()
-    refused = json.loads(message_file.read_text())
+    refused = json.loads(message_file.read_text())["upgrade"]
     assert (refused["id"], refused["outcome"], refused["step"]) == (message["id"], "running", "start_new")
 
     inst.use_major(NEW)
     inst.start(**env)
     wait_upgrade_succeeded(inst)
     assert_upgraded_and_complete(inst, old_fp)
-    final = json.loads(message_file.read_text())
+    final = json.loads(message_file.read_text())["upgrade"]
     assert (final["id"], final["outcome"], final["step"]) == (message["id"], "succeeded", "done")
 
 

@@ -892,9 +892,9 @@ pub struct PodView<'a> {
     pub uid: Option<&'a str>,
     /// The postgres container's last exit code while it is not running.
     pub container_exit: Option<i32>,
-    /// The upgrade result in the postgres container's termination message
-    /// (its current or last run), when it holds one.
-    pub terminated_upgrade: Option<UpgradeResult>,
+    /// The results in the postgres container's termination message (its
+    /// current or last run).
+    pub terminated: crate::image_state::TerminationMessage,
 }
 
 /// An event to publish: (warning?, reason, note).
@@ -1009,6 +1009,26 @@ pub fn plan(
             p.conditions
                 .push(condition(BACKUP_HEALTHY, s, reason, message, generation));
         }
+    }
+
+    // 0. A restore before the first start (spec.bootstrap.recovery) that the
+    // image refused: the container exits at every start rather than create
+    // an empty database, so its result is only in the termination message.
+    if prior.postgres_version.is_none()
+        && let Some(r) = pod.terminated.restore.as_ref().filter(|r| {
+            Some(r.id.as_str()) == crate::build::bootstrap_request_id(instance).as_deref()
+                && matches!(r.outcome, Outcome::Failed | Outcome::RolledBack)
+        })
+    {
+        let message = format!(
+            "the restore before the first start ({}) failed at step {}: {} No empty database is created over it: fix spec.bootstrap.recovery, then delete and re-create this PgInstance (the claim is kept by default, and its data directory is empty).",
+            r.id,
+            r.step.as_deref().unwrap_or("?"),
+            r.message.as_deref().unwrap_or(""),
+        );
+        degraded.push(("BootstrapRecoveryFailed", message.clone()));
+        p.conditions
+            .push(condition(RESTORING, "False", "Failed", message, generation));
     }
 
     // 1. Restore.
@@ -1183,7 +1203,7 @@ pub fn plan(
         operation: p.operation.as_ref(),
         failed: prior.failed_upgrade.as_ref(),
         result: report.and_then(|r| r.results.upgrade.as_ref()),
-        terminated_result: pod.terminated_upgrade.as_ref(),
+        terminated_result: pod.terminated.upgrade.as_ref(),
         container_exit: pod.container_exit,
         now: Some(&now_text),
     };
@@ -1300,7 +1320,7 @@ pub fn plan(
         UpgradeDecision::Blocked(f) => {
             let reported = [
                 report.and_then(|r| r.results.upgrade.as_ref()),
-                pod.terminated_upgrade.as_ref(),
+                pod.terminated.upgrade.as_ref(),
             ]
             .into_iter()
             .flatten()

@@ -524,9 +524,18 @@ pub fn backup_env(backup: &BackupSpec) -> Vec<EnvVar> {
     out
 }
 
-/// The image's bootstrap-restore request for `spec.bootstrap.recovery`. The
-/// id is fixed per instance (its uid), so the image runs it once: on the
-/// empty volume of the first start.
+/// The request id of `spec.bootstrap.recovery`: fixed per instance (its
+/// uid), so the image runs it once, on the empty volume of the first start.
+pub fn bootstrap_request_id(instance: &PgInstance) -> Option<String> {
+    instance
+        .spec
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.recovery.as_ref())
+        .map(|_| format!("bootstrap-{}", instance.uid().unwrap_or_default()))
+}
+
+/// The image's bootstrap-restore request for `spec.bootstrap.recovery`.
 pub fn bootstrap_env(instance: &PgInstance) -> Vec<EnvVar> {
     let Some(recovery) = instance
         .spec
@@ -536,10 +545,12 @@ pub fn bootstrap_env(instance: &PgInstance) -> Vec<EnvVar> {
     else {
         return Vec::new();
     };
-    let uid = instance.uid().unwrap_or_default();
     let (target, value) = recovery.target.kind_and_value();
     let mut out = vec![
-        env("PGSTEWARD_RESTORE_ID", format!("bootstrap-{uid}")),
+        env(
+            "PGSTEWARD_RESTORE_ID",
+            bootstrap_request_id(instance).unwrap_or_default(),
+        ),
         env(
             "PGSTEWARD_RESTORE_MODE",
             if recovery.source_prefix.is_some() {

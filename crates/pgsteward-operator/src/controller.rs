@@ -150,12 +150,12 @@ fn container_state(pod: &k8s_openapi::api::core::v1::Pod) -> ContainerState {
     }
 }
 
-/// The upgrade result in a termination message (the image writes one there;
-/// anything else, such as a message from an older image, is ignored).
-fn terminated_upgrade(message: Option<&str>) -> Option<image_state::UpgradeResult> {
-    image_state::parse::<image_state::UpgradeResult>(message?)
-        .ok()
-        .filter(|r| r.kind == act::kind::UPGRADE)
+/// The results in a termination message (anything else, such as a message
+/// from another image, reads as none).
+fn termination_results(message: Option<&str>) -> image_state::TerminationMessage {
+    message
+        .and_then(|m| image_state::parse::<image_state::TerminationMessage>(m).ok())
+        .unwrap_or_default()
 }
 
 /// Run `pgsteward-status` in the pod, when its container runs.
@@ -413,7 +413,7 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
                 container_exit: container
                     .exit
                     .filter(|_| container.image.as_deref() == Some(spec_image.as_str())),
-                terminated_upgrade: terminated_upgrade(container.termination_message.as_deref()),
+                terminated: termination_results(container.termination_message.as_deref()),
             };
             let plan = act::plan(instance, &ctx.settings, report.as_ref(), &pod_view, now);
             // A new operation is recorded before anything changes, so a

@@ -129,6 +129,16 @@ pub struct UpgradeDetails {
     pub cleaned_up: Option<bool>,
 }
 
+/// The container's termination message: the latest upgrade and restore
+/// results, as the image publishes them for when exec cannot reach it.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct TerminationMessage {
+    #[serde(default)]
+    pub upgrade: Option<UpgradeResult>,
+    #[serde(default)]
+    pub restore: Option<RestoreResult>,
+}
+
 pub type BackupResult = OpResult<BackupDetails>;
 pub type RestoreResult = OpResult<RestoreDetails>;
 pub type UpgradeResult = OpResult<UpgradeDetails>;

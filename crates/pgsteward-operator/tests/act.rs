@@ -1071,7 +1071,10 @@ fn the_previous_image_refusing_upgraded_data_moves_the_pod_forward_again() {
     );
     let pod = act::PodView {
         container_exit: None,
-        terminated_upgrade: Some(past.clone()),
+        terminated: image_state::TerminationMessage {
+            upgrade: Some(past.clone()),
+            restore: None,
+        },
         ..Default::default()
     };
     let p = act::plan(&i, &settings, None, &pod, ts("2026-11-21T06:10:00Z"));
@@ -1098,6 +1101,68 @@ fn the_previous_image_refusing_upgraded_data_moves_the_pod_forward_again() {
             .iter()
             .any(|e| e.warning && e.reason == "UpgradeResumed")
     );
+}
+
+#[test]
+fn a_bootstrap_restore_the_image_refused_is_explained_from_the_termination_message() {
+    let settings = pgsteward_operator::build::Settings::default();
+    let published: image_state::TerminationMessage =
+        fixture("termination-restore-failed-bootstrap.json");
+    let spec = json!({"postgresVersion": 18, "storage": {"size": "1Gi"},
+        "backup": {"file": {"path": "/backups"}},
+        "bootstrap": {"recovery": {"target": {"time": "2026-11-21T06:00:00Z"}}}});
+    let i = running_instance(spec, json!({"conditions": []}));
+    let now = ts("2026-11-21T08:00:00Z");
+    // (what, the id in the message, explained?)
+    for (what, id, explained) in [
+        ("this instance's request", "bootstrap-u1", true),
+        (
+            "another instance's request on a reused claim",
+            "bootstrap-other",
+            false,
+        ),
+    ] {
+        let mut message = published.clone();
+        message.restore.as_mut().unwrap().id = id.into();
+        let pod = act::PodView {
+            uid: Some("pod-1"),
+            container_exit: Some(1),
+            terminated: message,
+        };
+        let p = act::plan(&i, &settings, None, &pod, now);
+        let restoring = p.conditions.iter().find(|c| c.type_ == "Restoring");
+        let degraded = p
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True");
+        if explained {
+            let r = restoring.unwrap();
+            assert_eq!(
+                (r.status.as_str(), r.reason.as_str()),
+                ("False", "Failed"),
+                "{what}"
+            );
+            assert!(r.message.contains("at step validate"), "{}", r.message);
+            assert!(
+                r.message.contains("earliest time you can restore to"),
+                "{}",
+                r.message
+            );
+            assert!(
+                r.message.contains("re-create this PgInstance"),
+                "{}",
+                r.message
+            );
+            assert_eq!(
+                degraded.unwrap().reason,
+                "BootstrapRecoveryFailed",
+                "{what}"
+            );
+        } else {
+            assert!(restoring.is_none(), "{what}: {restoring:?}");
+            assert!(degraded.is_none(), "{what}: {degraded:?}");
+        }
+    }
 }
 
 #[test]

@@ -1202,6 +1202,7 @@ async fn a_new_image_that_dies_past_the_point_of_no_return_is_never_replaced_by_
     assert_eq!(world.sts_container()["image"], IMAGE_18);
     let mut past = fixture("upgrade-termination-start_new.json");
     past["id"] = json!("upgrade-17-to-18-g2");
+    let past = json!({"upgrade": past, "restore": null});
 
     // The new image started the new cluster, then its container died (exit
     // 1) before exec could read anything: the termination message says the
@@ -2472,7 +2473,7 @@ async fn a_real_upgrade_that_dies_past_the_point_of_no_return_is_finished_never_
     dying.push(("PGSTEWARD_FAULT_AT".into(), "start_new:done".into()));
     let code = real.try_run(18, &dying).expect_err("the fault kills it");
     let message = real.termination_message();
-    assert_eq!(message["step"], "start_new", "{message}");
+    assert_eq!(message["upgrade"]["step"], "start_new", "{message}");
     world.pod_exits_with_message(IMAGE_18, code, &message);
     let (r, _) = world.reconcile().await;
     assert!(r.is_ok(), "{r:?}");

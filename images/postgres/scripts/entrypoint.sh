@@ -418,8 +418,9 @@ run_hook() {
   "$script" "$@" || rc=$?
   if [ "$rc" -ne 0 ]; then
     # Also after a refusal that recorded nothing new (the previous image
-    # finding data past an upgrade's point of no return exits 2).
-    publish_upgrade_result
+    # finding data past an upgrade's point of no return exits 2; a failed
+    # bootstrap restore is not run again).
+    publish_results
     die "$(basename "$script") $* failed (exit $rc); its result file in $PGSTEWARD_STATE_DIR says why" "$rc"
   fi
 }

@@ -80,23 +80,31 @@ record_result() {
       startedAt: $started, finishedAt: $finished, pgMajor: $major, details: $details}')
   write_json_atomically "$(result_path "$kind" "$id")" "$json"
   write_json_atomically "$PGSTEWARD_STATE_DIR/$kind.json" "$json"
-  [ "$kind" != upgrade ] || publish_upgrade_result
+  case $kind in upgrade | restore) publish_results ;; esac
 }
 
-# publish_upgrade_result: copy the latest upgrade result to the container's
-# termination message, $PGSTEWARD_TERMINATION_LOG (the operator sets it to the
-# pod's terminationMessagePath; unset under `docker run`: nothing to do). When
-# the container exits before the operator can exec into it, this is how the
-# operator learns whether the upgrade passed its point of no return, and so
-# whether putting the previous image back is safe. Kubernetes keeps at most
+# publish_results: the latest upgrade and restore results, as
+# {"upgrade": …, "restore": …} (null when there is none), in the container's
+# termination message, $PGSTEWARD_TERMINATION_LOG (the operator sets it to
+# the pod's terminationMessagePath; unset under `docker run`: nothing to do).
+# When the container exits before the operator can exec into it, this is
+# how the operator learns whether an upgrade passed its point of no return
+# (and so whether putting the previous image back is safe), and why a
+# restore before the first start refused to go on. Kubernetes keeps at most
 # 4096 bytes: pg_upgrade's log excerpt is shortened, then dropped.
 TERMINATION_MESSAGE_MAX_BYTES=4000
-publish_upgrade_result() {
-  local path=${PGSTEWARD_TERMINATION_LOG:-} latest="$PGSTEWARD_STATE_DIR/upgrade.json" json
-  [ -n "$path" ] && [ -f "$latest" ] || return 0
-  json=$(jq -c '.details.pgUpgradeLog |= (if type == "string" then .[-1500:] else . end)' "$latest" 2>/dev/null) || return 0
+publish_results() {
+  local path=${PGSTEWARD_TERMINATION_LOG:-} upgrade=null restore=null json
+  [ -n "$path" ] || return 0
+  [ ! -f "$PGSTEWARD_STATE_DIR/upgrade.json" ] || upgrade=$(jq -c . "$PGSTEWARD_STATE_DIR/upgrade.json" 2>/dev/null) || upgrade=null
+  [ ! -f "$PGSTEWARD_STATE_DIR/restore.json" ] || restore=$(jq -c . "$PGSTEWARD_STATE_DIR/restore.json" 2>/dev/null) || restore=null
+  json=$(jq -cn --argjson u "$upgrade" --argjson r "$restore" '
+    def short: if type == "string" then .[:800] else . end;
+    {upgrade: ($u | if . == null then . else
+                (.message |= short | .details.pgUpgradeLog |= (if type == "string" then .[-1200:] else . end)) end),
+     restore: ($r | if . == null then . else .message |= short end)}') || return 0
   if [ "$(printf '%s' "$json" | wc -c)" -gt "$TERMINATION_MESSAGE_MAX_BYTES" ]; then
-    json=$(jq -c '.details.pgUpgradeLog = null | .message |= .[:1000]' <<<"$json") || return 0
+    json=$(jq -c 'if .upgrade then .upgrade.details.pgUpgradeLog = null else . end' <<<"$json") || return 0
   fi
   printf '%s' "$json" 2>/dev/null >"$path" || log "could not write the termination message $path"
 }
