@@ -890,6 +890,12 @@ pub fn config_revision(files: &std::collections::BTreeMap<String, String>) -> St
 #[derive(Clone, Debug, Default)]
 pub struct PodView<'a> {
     pub uid: Option<&'a str>,
+    /// The image the pod's postgres container was created with.
+    pub image: Option<&'a str>,
+    /// Its postgres container runs (it may not be Ready yet).
+    pub running: bool,
+    /// The pod is being deleted already.
+    pub terminating: bool,
     /// The postgres container's last exit code while it is not running.
     pub container_exit: Option<i32>,
     /// The results in the postgres container's termination message (its
@@ -1485,6 +1491,28 @@ pub fn plan(
         }
         Some(ConfigDecision::Loaded) => p.pending_restart = None,
         None => {}
+    }
+    // A StatefulSet does not replace a pod that is not Ready (Kubernetes'
+    // "forced rollback" limitation): a pod whose container does not run, on
+    // another image than the one decided here (an upgrade put back, or
+    // resumed), would stay as it is. Delete it; the StatefulSet creates it
+    // again from the template.
+    if !p.restart_pod
+        && !pod.running
+        && !pod.terminating
+        && pod.uid.is_some()
+        && pod.image.is_some_and(|image| image != run.image)
+    {
+        p.restart_pod = true;
+        p.events.push(PlanEvent {
+            warning: false,
+            reason: "PodReplaced",
+            note: format!(
+                "the pod's container does not run and has image {}, not {}: deleting it so that the StatefulSet creates it from the current template",
+                pod.image.unwrap_or_default(),
+                run.image
+            ),
+        });
     }
     // A restart is over once the pod is a new one.
     // (Whether the new pod has the settings, its own report says next.)

@@ -410,6 +410,12 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
             let spec_image = ctx.settings.image_for(instance);
             let pod_view = act::PodView {
                 uid: pod_uid.as_deref(),
+                image: container.image.as_deref(),
+                running: container.running,
+                terminating: observed
+                    .pod
+                    .as_ref()
+                    .is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
                 container_exit: container
                     .exit
                     .filter(|_| container.image.as_deref() == Some(spec_image.as_str())),
@@ -455,8 +461,10 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
                 )
                 .await;
             }
-            if plan.restart_pod {
-                restart_pod(ctx, &ns, &pod_name).await?;
+            if plan.restart_pod
+                && let Some(uid) = pod_uid.as_deref()
+            {
+                restart_pod(ctx, &ns, &pod_name, uid).await?;
             }
             for e in &plan.events {
                 ctx.metrics.operation_event(e.reason);
@@ -560,12 +568,21 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
 }
 
 /// Delete the pod: the StatefulSet starts it again (a restart for settings
-/// that need one).
-async fn restart_pod(ctx: &Context, ns: &str, pod: &str) -> Result<()> {
+/// that need one, or a pod stuck on another image). Only the pod that was
+/// observed (`uid`): one the StatefulSet created since is left alone.
+async fn restart_pod(ctx: &Context, ns: &str, pod: &str, uid: &str) -> Result<()> {
     let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.client.clone(), ns);
-    match api.delete(pod, &DeleteParams::default()).await {
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(pod, &params).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        // Gone, or already replaced by another pod of the same name.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(source) => Err(Error::Operate {
             what: format!("restart pod {pod}"),
             source,

@@ -1128,6 +1128,7 @@ fn a_bootstrap_restore_the_image_refused_is_explained_from_the_termination_messa
             uid: Some("pod-1"),
             container_exit: Some(1),
             terminated: message,
+            ..Default::default()
         };
         let p = act::plan(&i, &settings, None, &pod, now);
         let restoring = p.conditions.iter().find(|c| c.type_ == "Restoring");
@@ -1675,6 +1676,52 @@ fn a_restore_and_an_upgrade_requested_at_once_run_restore_first_and_status_says_
     // The finished restore request stays on the template.
     assert_eq!(p.run.restore.as_ref().map(|r| r.id.as_str()), Some("r-1"));
     assert_eq!(p.waiting, None);
+}
+
+#[test]
+fn a_pod_that_does_not_run_on_another_image_is_replaced_a_running_one_never() {
+    let settings = pgsteward_operator::build::Settings::default();
+    let i = running_instance(
+        json!({"postgresVersion": 18, "storage": {"size": "1Gi"}}),
+        json!({"postgresVersion": 18, "conditions": []}),
+    );
+    let decided = settings.image_for(&i);
+    let old = "ghcr.io/pgsteward/postgres:17-standard-trixie";
+    // (what, pod image, running, terminating, replaced)
+    let table: &[(&str, &str, bool, bool, bool)] = &[
+        ("crash-looping on another image", old, false, false, true),
+        (
+            "running on another image: the rolling update replaces it",
+            old,
+            true,
+            false,
+            false,
+        ),
+        ("already being deleted", old, false, true, false),
+        (
+            "crash-looping on the decided image: nothing a new pod would change",
+            &decided,
+            false,
+            false,
+            false,
+        ),
+    ];
+    for (what, image, running, terminating, replaced) in table {
+        let pod = act::PodView {
+            uid: Some("pod-1"),
+            image: Some(image),
+            running: *running,
+            terminating: *terminating,
+            ..Default::default()
+        };
+        let p = act::plan(&i, &settings, None, &pod, ts("2026-11-21T08:00:00Z"));
+        assert_eq!(p.restart_pod, *replaced, "{what}");
+        assert_eq!(
+            p.events.iter().any(|e| e.reason == "PodReplaced"),
+            *replaced,
+            "{what}"
+        );
+    }
 }
 
 #[test]

@@ -1120,8 +1120,12 @@ async fn an_upgrade_moves_the_image_follows_the_result_and_records_the_new_major
 async fn a_failed_upgrade_puts_the_previous_image_back_and_waits_for_a_spec_change() {
     let world = World::running(spec_at(17)).await;
     world.set_spec(|s| s["postgresVersion"] = json!(18), 2);
-    let _ = world.reconcile().await;
+    let (_, requests) = world.reconcile().await;
     assert_eq!(world.sts_container()["image"], IMAGE_18);
+    assert!(
+        !writes(&requests).iter().any(|w| w.starts_with("DELETE")),
+        "a running pod is replaced by the StatefulSet's rolling update"
+    );
 
     // The new image rolls the upgrade back and exits 1 at every start, so
     // exec cannot reach it: the exit code decides.
@@ -1137,6 +1141,15 @@ async fn a_failed_upgrade_puts_the_previous_image_back_and_waits_for_a_spec_chan
         Some("/var/lib/postgresql/17/docker")
     );
     assert_eq!(env_of(&c, "PGSTEWARD_UPGRADE_ID"), None);
+    // The StatefulSet does not replace a pod that is not Ready (seen against
+    // a real kubelet: it stayed on the new image, crash-looping): the
+    // operator deletes it, so it is created again on the previous image.
+    assert!(
+        writes(&requests).contains(&"DELETE /pods/db-0".to_string()),
+        "{:?}",
+        writes(&requests)
+    );
+    assert!(event_reasons(&requests).contains(&"PodReplaced".to_string()));
     assert_eq!(world.condition("Degraded")["status"], "True");
     assert_eq!(world.condition("Degraded")["reason"], "UpgradeFailed");
     assert_eq!(world.condition("Upgrading")["reason"], "RolledBack");
@@ -1239,6 +1252,7 @@ async fn a_new_image_that_dies_past_the_point_of_no_return_is_never_replaced_by_
     assert_covered_by_rbac(&requests);
     let c = world.sts_container();
     assert_eq!(c["image"], IMAGE_18, "forward again");
+    assert!(writes(&requests).contains(&"DELETE /pods/db-0".to_string()));
     assert_eq!(
         env_of(&c, "PGSTEWARD_UPGRADE_ID").as_deref(),
         Some("upgrade-17-to-18-g2")
