@@ -503,6 +503,12 @@ pub fn upgrade_id(from: u32, to: u32, generation: i64) -> String {
     format!("upgrade-{from}-to-{to}-g{generation}")
 }
 
+/// The major an [`upgrade_id`] upgrades to.
+pub fn upgrade_id_target(id: &str) -> Option<u32> {
+    let (_, rest) = id.split_once("-to-")?;
+    rest.split_once("-g")?.0.parse().ok()
+}
+
 /// Whether the data is the new major's: the result was recorded at or after
 /// `start_new`, which the image records before the new cluster first starts.
 pub fn passed_point_of_no_return(r: &UpgradeResult) -> bool {
@@ -896,6 +902,8 @@ pub struct PodView<'a> {
     pub running: bool,
     /// The pod is being deleted already.
     pub terminating: bool,
+    /// `PGSTEWARD_UPGRADE_ID` on the live StatefulSet's pod template.
+    pub template_upgrade_id: Option<&'a str>,
     /// The postgres container's last exit code while it is not running.
     pub container_exit: Option<i32>,
     /// The results in the postgres container's termination message (its
@@ -1224,8 +1232,26 @@ pub fn plan(
     match upgrade {
         UpgradeDecision::Idle => {
             p.failed_upgrade = None;
-            p.conditions
-                .push(condition(UPGRADING, "False", "NoUpgrade", "", generation));
+            // A finished upgrade's request stays on the pod template: the
+            // image does nothing for data already at its major, and removing
+            // it would restart the pod for nothing.
+            if let Some(id) = pod
+                .template_upgrade_id
+                .filter(|id| upgrade_id_target(id) == Some(run.major))
+            {
+                run.upgrade_id = Some(id.to_string());
+            }
+            // And Upgrading keeps saying how the last upgrade ended.
+            match instance
+                .condition(UPGRADING)
+                .filter(|c| c.reason == "Succeeded")
+            {
+                Some(done) => p.conditions.push(done.clone()),
+                None => {
+                    p.conditions
+                        .push(condition(UPGRADING, "False", "NoUpgrade", "", generation))
+                }
+            }
         }
         UpgradeDecision::Start(op) if upgrade_blocked_by_restore => {
             let message = format!(

@@ -408,8 +408,22 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
             // An exit code says something about an upgrade only when the
             // pod runs the new image.
             let spec_image = ctx.settings.image_for(instance);
+            let template_upgrade_id = observed
+                .statefulset
+                .as_ref()
+                .and_then(|sts| sts.spec.as_ref())
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|p| {
+                    p.containers
+                        .iter()
+                        .find(|c| c.name == crate::exec::CONTAINER)
+                })
+                .and_then(|c| c.env.as_ref())
+                .and_then(|env| env.iter().find(|e| e.name == "PGSTEWARD_UPGRADE_ID"))
+                .and_then(|e| e.value.clone());
             let pod_view = act::PodView {
                 uid: pod_uid.as_deref(),
+                template_upgrade_id: template_upgrade_id.as_deref(),
                 image: container.image.as_deref(),
                 running: container.running,
                 terminating: observed

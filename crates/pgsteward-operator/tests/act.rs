@@ -845,6 +845,11 @@ fn upgrade_starts_once_resumes_and_is_not_retried_until_the_spec_changes() {
         now: Some("2026-11-21T06:00:00Z"),
         ..Default::default()
     };
+    // The id names its target major (a finished request stays on the pod
+    // template while the data is at that major).
+    assert_eq!(act::upgrade_id_target("upgrade-17-to-18-g2"), Some(18));
+    assert_eq!(act::upgrade_id_target("upgrade-9-to-10-g12"), Some(10));
+    assert_eq!(act::upgrade_id_target("custom"), None);
     // Raising the version starts an upgrade with an id per generation.
     match act::decide_upgrade(&base) {
         UpgradeDecision::Start(o) => {

@@ -1114,6 +1114,25 @@ async fn an_upgrade_moves_the_image_follows_the_result_and_records_the_new_major
             .iter()
             .any(|w| w.contains("statefulsets"))
     );
+    // Nor at the reconciles after it, once no operation is recorded (seen
+    // against a real kubelet: a second restart, 13 s more downtime), and
+    // Upgrading keeps saying how the last upgrade ended.
+    for _ in 0..2 {
+        let (result, requests) = world.reconcile().await;
+        assert!(result.is_ok(), "{result:?}");
+        assert!(
+            !non_event_writes(&requests)
+                .iter()
+                .any(|w| w.contains("statefulsets")),
+            "{:?}",
+            writes(&requests)
+        );
+        assert_eq!(
+            env_of(&world.sts_container(), "PGSTEWARD_UPGRADE_ID").as_deref(),
+            Some("upgrade-17-to-18-g2")
+        );
+        assert_eq!(world.condition("Upgrading")["reason"], "Succeeded");
+    }
 }
 
 #[tokio::test]
