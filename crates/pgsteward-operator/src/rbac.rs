@@ -97,9 +97,9 @@ pub const RULES: &[Rule] = &[
     Rule {
         api_group: "",
         resource: "pods",
-        verbs: &["get", "delete"],
+        verbs: &["get", "list", "watch", "delete"],
         scope: Scope::Instances,
-        why: "observe the instance's pod for status messages (get); restart it for settings that need a restart (delete)",
+        why: "observe the instance's pod for status messages (get); watch the instances' pods so a container that exits is acted on at once (list, watch); restart it for settings that need a restart, or replace it when it is stuck on another image (delete)",
     },
     Rule {
         api_group: "",

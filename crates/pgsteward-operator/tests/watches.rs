@@ -1,10 +1,13 @@
-//! The PgBackup controller watches PgInstances: an instance event wakes the
-//! PgBackups that wait for it, instead of leaving them to the 30 s recheck.
+//! What wakes which reconcile. The PgBackup controller watches PgInstances:
+//! an instance event wakes the PgBackups that wait for it, instead of
+//! leaving them to the 30 s recheck. The PgInstance controller watches
+//! PgBackups (a finished one updates its instance) and the instances' pods
+//! (a container that exits is acted on at once).
 //!
-//! Two levels: the mapper as a table (which PgBackups an instance event
-//! wakes), and the controller itself run against a small mocked API server
-//! (tower-test) that serves lists and watches, so the wiring (the watch, its
-//! namespace, the PgBackup cache the mapper reads) is what is tested.
+//! Two levels: the mappers as tables, and the PgBackup controller itself run
+//! against a small mocked API server (tower-test) that serves lists and
+//! watches, so the wiring (the watch, its namespace, the PgBackup cache the
+//! mapper reads) is what is tested.
 
 use std::{
     collections::BTreeMap,
@@ -463,4 +466,22 @@ async fn a_pending_backup_starts_as_soon_as_its_instance_becomes_ready() {
         .await
         .expect("the controller stops on shutdown")
         .unwrap();
+}
+
+#[test]
+fn an_instance_pod_event_wakes_its_instance() {
+    use k8s_openapi::api::core::v1::Pod;
+    use pgsteward_operator::{build, controller};
+    // The watch selects the pods by the StatefulSet's template labels.
+    let labels = build::selector_labels("db");
+    let (key, value) = controller::POD_SELECTOR.split_once('=').unwrap();
+    assert_eq!(labels.get(key).map(String::as_str), Some(value));
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "db-0", "namespace": NS, "labels": labels}}))
+    .unwrap();
+    let r = controller::instance_of_pod(&pod).unwrap();
+    assert_eq!((r.name.as_str(), r.namespace.as_deref()), ("db", Some(NS)));
+    let unlabelled: Pod =
+        serde_json::from_value(json!({"metadata": {"name": "x-0", "namespace": NS}})).unwrap();
+    assert!(controller::instance_of_pod(&unlabelled).is_none());
 }
