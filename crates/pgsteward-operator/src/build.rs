@@ -53,8 +53,12 @@ pub const TERMINATION_GRACE_SECONDS: i64 = 120;
 pub const PRESTOP_TIMEOUT: i64 = 100;
 /// The startup probe allows this long for the first start, crash recovery or
 /// WAL replay: 24 hours. A database that is replaying WAL must not be killed.
-pub const STARTUP_PERIOD_SECONDS: i32 = 10;
-pub const STARTUP_FAILURE_THRESHOLD: i32 = 8640;
+/// It looks every 2 s: the pod turns Ready that much sooner after each
+/// restart (an upgrade's downtime included; 10 s added up to 10 s).
+pub const STARTUP_PERIOD_SECONDS: i32 = 2;
+pub const STARTUP_FAILURE_THRESHOLD: i32 = 43_200;
+/// Readiness once started: every 5 s, unready after 3 misses.
+pub const READINESS_PERIOD_SECONDS: i32 = 5;
 
 /// Operator-wide settings that shape what is built.
 #[derive(Clone, Debug)]
@@ -646,7 +650,7 @@ pub fn startup_probe() -> Probe {
 pub fn readiness_probe() -> Probe {
     Probe {
         exec: exec(PG_ISREADY),
-        period_seconds: Some(10),
+        period_seconds: Some(READINESS_PERIOD_SECONDS),
         timeout_seconds: Some(5),
         failure_threshold: Some(3),
         ..Default::default()

@@ -593,6 +593,8 @@ fn probes_give_wal_replay_time_and_restart_only_a_dead_server() {
         allowed >= 6 * 3600,
         "startup allows {allowed} s: WAL replay needs hours"
     );
+    // Ready soon after each (re)start: downtime is counted from it.
+    assert!(startup.period_seconds.unwrap() <= 2);
     let cmd = |p: &k8s_openapi::api::core::v1::Probe| {
         p.exec.as_ref().unwrap().command.clone().unwrap().join(" ")
     };
