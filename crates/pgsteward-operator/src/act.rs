@@ -16,7 +16,10 @@
 //! Everything here takes values and returns values: no client, no clock
 //! (the time is a parameter). The controller does the I/O.
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp, tz::TimeZone};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::Condition,
+    jiff::{SignedDuration, Timestamp, tz::TimeZone},
+};
 use kube::ResourceExt;
 use pgsteward_api::{
     PgBackup, PgBackupStatus, PgInstance,
@@ -239,6 +242,13 @@ pub fn backup_health(
             "backups are configured; their health is reported once the pod runs".into(),
         );
     };
+    if !report.server.running {
+        return (
+            "Unknown",
+            "NotRunning",
+            "PostgreSQL is not running; backup health is reported once it runs".into(),
+        );
+    }
     if let Some(a) = &report.archiver
         && archiving_fails(a)
     {
@@ -1035,14 +1045,27 @@ pub fn plan(
         })
     {
         let message = format!(
-            "the restore before the first start ({}) failed at step {}: {} No empty database is created over it: fix spec.bootstrap.recovery, then delete and re-create this PgInstance (the claim is kept by default, and its data directory is empty).",
+            "the restore before the first start ({}) failed at step {}: {}. No empty database is created over it: fix spec.bootstrap.recovery, then delete and re-create this PgInstance (the claim is kept by default; no database was created on it).",
             r.id,
             r.step.as_deref().unwrap_or("?"),
-            r.message.as_deref().unwrap_or(""),
+            r.message.as_deref().unwrap_or("").trim_end_matches('.'),
         );
         degraded.push(("BootstrapRecoveryFailed", message.clone()));
-        p.conditions
-            .push(condition(RESTORING, "False", "Failed", message, generation));
+        p.conditions.push(condition(
+            RESTORING,
+            "False",
+            "Failed",
+            message.clone(),
+            generation,
+        ));
+        // Not "starting": it will not start until the instance is re-created.
+        p.conditions.push(condition(
+            PROGRESSING,
+            "False",
+            "BootstrapRecoveryFailed",
+            message,
+            generation,
+        ));
     }
 
     // 1. Restore.
@@ -1246,7 +1269,10 @@ pub fn plan(
                 .condition(UPGRADING)
                 .filter(|c| c.reason == "Succeeded")
             {
-                Some(done) => p.conditions.push(done.clone()),
+                Some(done) => p.conditions.push(Condition {
+                    observed_generation: generation,
+                    ..done.clone()
+                }),
                 None => {
                     p.conditions
                         .push(condition(UPGRADING, "False", "NoUpgrade", "", generation))

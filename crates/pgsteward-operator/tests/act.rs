@@ -696,6 +696,23 @@ fn plan_records_the_last_scheduled_backup_and_an_on_demand_one_does_not_refresh_
 }
 
 #[test]
+fn backup_health_is_unknown_while_the_server_does_not_run() {
+    // The real report of a pod whose server is down (a restore under way).
+    let down: StatusReport = fixture("status-server-down-restore-running.json");
+    assert!(!down.server.running);
+    for schedule in [None, Some("0 3 * * *")] {
+        let (status, reason, message) = act::backup_health(
+            schedule,
+            Some(&down),
+            None,
+            None,
+            ts("2026-11-21T07:00:00Z"),
+        );
+        assert_eq!((status, reason), ("Unknown", "NotRunning"), "{message}");
+    }
+}
+
+#[test]
 fn schedule_period_is_the_gap_between_the_last_two_runs() {
     let now = ts("2026-11-21T12:00:00Z");
     let h = |s: &str| act::schedule_period(s, now).map(|d| d.as_secs() / 3600);
@@ -1159,10 +1176,17 @@ fn a_bootstrap_restore_the_image_refused_is_explained_from_the_termination_messa
                 "{}",
                 r.message
             );
+            assert!(r.message.contains(". No empty database"), "{}", r.message);
             assert_eq!(
                 degraded.unwrap().reason,
                 "BootstrapRecoveryFailed",
                 "{what}"
+            );
+            // It is not "starting": it will not until it is re-created.
+            let progressing = p.conditions.iter().find(|c| c.type_ == "Progressing");
+            assert_eq!(
+                progressing.map(|c| (c.status.as_str(), c.reason.as_str())),
+                Some(("False", "BootstrapRecoveryFailed"))
             );
         } else {
             assert!(restoring.is_none(), "{what}: {restoring:?}");
