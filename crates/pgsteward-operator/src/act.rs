@@ -242,13 +242,6 @@ pub fn backup_health(
             "backups are configured; their health is reported once the pod runs".into(),
         );
     };
-    if !report.server.running {
-        return (
-            "Unknown",
-            "NotRunning",
-            "PostgreSQL is not running; backup health is reported once it runs".into(),
-        );
-    }
     if let Some(a) = &report.archiver
         && archiving_fails(a)
     {
@@ -277,6 +270,14 @@ pub fn backup_health(
                 b.step.as_deref().unwrap_or("?"),
                 b.message.as_deref().unwrap_or("")
             ),
+        );
+    }
+    // Nothing failed, but nothing says it works either.
+    if !report.server.running {
+        return (
+            "Unknown",
+            "NotRunning",
+            "PostgreSQL is not running; backup health is reported once it runs".into(),
         );
     }
     let Some(schedule) = schedule else {
