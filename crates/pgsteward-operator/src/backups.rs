@@ -308,11 +308,7 @@ pub fn instance_of_finished_backup(
         Some(BackupPhase::Succeeded | BackupPhase::Failed)
     );
     finished.then(|| {
-        let r = ObjectRef::new(&b.spec.instance_ref.name);
-        match &b.metadata.namespace {
-            Some(ns) => r.within(ns),
-            None => r,
-        }
+        crate::controller::instance_ref(&b.spec.instance_ref.name, b.metadata.namespace.as_deref())
     })
 }
 

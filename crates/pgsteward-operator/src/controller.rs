@@ -168,11 +168,20 @@ fn termination_results(message: Option<&str>) -> image_state::TerminationMessage
 pub fn instance_of_pod(pod: &impl Resource) -> Option<ObjectRef<DeserializeGuard<PgInstance>>> {
     let meta = pod.meta();
     let name = meta.labels.as_ref()?.get("app.kubernetes.io/instance")?;
+    Some(instance_ref(name, meta.namespace.as_deref()))
+}
+
+/// The reference a watch mapper returns for the PgInstance `name` in
+/// `namespace`.
+pub fn instance_ref(
+    name: &str,
+    namespace: Option<&str>,
+) -> ObjectRef<DeserializeGuard<PgInstance>> {
     let r = ObjectRef::new(name);
-    Some(match &meta.namespace {
+    match namespace {
         Some(ns) => r.within(ns),
         None => r,
-    })
+    }
 }
 
 /// Run `pgsteward-status` in the pod, when its container runs.
