@@ -276,6 +276,33 @@ fn default_size_factor() -> f64 {
     2.5
 }
 
+/// The volume is `size × sizeFactor`, and a claim can only grow: a lower
+/// product would claim a volume that never comes to exist (claim templates are
+/// immutable and volumes cannot shrink). The API server has applied the
+/// default factor before this runs; an object evaluated without defaults
+/// (offline, in the tests) gets the same default here.
+fn volume_cannot_shrink_rule() -> kube::core::Rule {
+    let factor = |obj: &str| {
+        format!(
+            "(has({obj}.sizeFactor) ? {obj}.sizeFactor : {:?})",
+            default_size_factor()
+        )
+    };
+    let volume = |obj: &str| {
+        format!(
+            "quantity({obj}.size).asApproximateFloat() * {}",
+            factor(obj)
+        )
+    };
+    kube::core::Rule::new(format!("{} >= {}", volume("self"), volume("oldSelf"))).message(
+        kube::core::Message::Expression(format!(
+            "'storage.size × storage.sizeFactor cannot shrink: the volume was requested as ' + oldSelf.size + ' × ' + string({}) + ' and this change makes it ' + self.size + ' × ' + string({}) + '; a volume cannot be made smaller, so keep the product at least as large (raise storage.size to lower sizeFactor), or restore a backup into a new PgInstance'",
+            factor("oldSelf"),
+            factor("self")
+        )),
+    )
+}
+
 /// The data volume.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(
@@ -283,6 +310,7 @@ fn default_size_factor() -> f64 {
         .message("storage.size cannot shrink: a volume cannot be made smaller; to use less space, restore a backup into a new PgInstance"),
     validation = kube::core::Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)")
         .message("storage.storageClassName cannot change after creation: the volume is already provisioned; restore a backup into a new PgInstance to move storage classes"),
+    validation = volume_cannot_shrink_rule(),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {

@@ -112,6 +112,24 @@ fn cases() -> Vec<Case> {
             message: "storage.size cannot shrink",
         },
         Case {
+            name: "lowering sizeFactor cannot shrink the volume",
+            crd: INSTANCES,
+            old: Some(with(base(), "spec/storage/sizeFactor", json!(2.5))),
+            new: with(base(), "spec/storage/sizeFactor", json!(2.0)),
+            message: "storage.size × storage.sizeFactor cannot shrink: the volume was requested as 10Gi",
+        },
+        Case {
+            name: "a larger size can pay for a lower sizeFactor only in full",
+            crd: INSTANCES,
+            old: Some(with(base(), "spec/storage/sizeFactor", json!(2.5))),
+            new: with(
+                with(base(), "spec/storage/sizeFactor", json!(2.0)),
+                "spec/storage/size",
+                json!("12Gi"),
+            ),
+            message: "storage.size × storage.sizeFactor cannot shrink",
+        },
+        Case {
             name: "storage size is a quantity",
             crd: INSTANCES,
             old: None,
@@ -510,6 +528,20 @@ fn the_valid_object_and_its_allowed_updates_are_accepted() {
         Some(valid_instance()),
         with(valid_instance(), "spec/storage/size", json!("11Gi")),
         "a larger volume",
+    );
+    ok(
+        Some(valid_instance()),
+        with(valid_instance(), "spec/storage/sizeFactor", json!(3.0)),
+        "a larger sizeFactor",
+    );
+    ok(
+        Some(valid_instance()),
+        with(
+            with(valid_instance(), "spec/storage/sizeFactor", json!(2.0)),
+            "spec/storage/size",
+            json!("12800Mi"),
+        ),
+        "a lower sizeFactor paid for in full by a larger size (10Gi x 2.5 = 12800Mi x 2.0)",
     );
     ok(
         None,
