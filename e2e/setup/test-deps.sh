@@ -70,6 +70,12 @@ install_helm() {
 
 main() {
   mkdir -p "$BIN"
+  # The tests run PostgreSQL as the unprivileged postgres user, which must
+  # reach the binaries: a cache made by `mktemp -d` is 0700.
+  if [ "$(stat -c %a "$PGSTEWARD_CACHE")" != 755 ]; then
+    log "making $PGSTEWARD_CACHE readable by the postgres user the tests run as (chmod 755)"
+    chmod 755 "$PGSTEWARD_CACHE"
+  fi
   install_system_packages
   install_python_tools
   ln -sfn "$VENV/bin/hadolint" "$BIN/hadolint"
