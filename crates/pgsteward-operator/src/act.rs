@@ -30,10 +30,10 @@ use pgsteward_api::{
     },
 };
 
+use crate::conditions::condition;
 use crate::image_state::{
     Archiver, BackupResult, Outcome, RestoreResult, StatusReport, UpgradeResult,
 };
-use crate::status::condition;
 
 /// Operation kinds, as `status.operation.kind` spells them.
 pub mod kind {

@@ -18,8 +18,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use crate::{
-    build::{DesiredObjects, FIELD_MANAGER},
+    build::DesiredObjects,
     error::{Error, Result},
+    names::FIELD_MANAGER,
     observe::Observed,
 };
 

@@ -31,10 +31,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
     act::{self, BackupGate},
-    build::{FIELD_MANAGER, names},
-    controller::{Context, scoped_api},
+    context::{Context, backoff, instance_ref, note, scoped_api},
     error::{Error, Result, chain},
     image_state::{self, BackupResult},
+    names::{self, FIELD_MANAGER},
 };
 
 /// How long one backup may take before the operator stops waiting for
@@ -88,17 +88,14 @@ async fn publish(ctx: &Context, backup: &PgBackup, phase: BackupPhase, message: 
         _ => (EventType::Warning, "BackupFailed"),
     };
     ctx.metrics.operation_event(reason);
-    let reference = backup.object_ref(&());
     let event = Event {
         type_,
         reason: reason.into(),
-        note: crate::controller::note(message),
+        note: note(message),
         action: "Backup".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        warn!(error = %chain(&e), "could not publish event");
-    }
+    ctx.publish(&backup.object_ref(&()), event).await;
 }
 
 /// Reconcile one PgBackup.
@@ -263,7 +260,7 @@ pub fn error_policy(
     _ctx: Arc<Context>,
 ) -> Action {
     warn!(error = %chain(err), "PgBackup reconcile failed");
-    Action::requeue(crate::controller::backoff(3, err.api_status()))
+    Action::requeue(backoff(3, err.api_status()))
 }
 
 /// The PgBackups to look at again when `instance` changes: those in its
@@ -307,9 +304,7 @@ pub fn instance_of_finished_backup(
         b.status.as_ref().and_then(|s| s.phase),
         Some(BackupPhase::Succeeded | BackupPhase::Failed)
     );
-    finished.then(|| {
-        crate::controller::instance_ref(&b.spec.instance_ref.name, b.metadata.namespace.as_deref())
-    })
+    finished.then(|| instance_ref(&b.spec.instance_ref.name, b.metadata.namespace.as_deref()))
 }
 
 /// Run the PgBackup controller for one namespace (or all) until shutdown.

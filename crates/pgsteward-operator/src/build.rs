@@ -29,10 +29,12 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 use pgsteward_api::{PgInstance, instance::BackupSpec, quantity::Quantity};
 
-use crate::{observe::Observed, validate::ValidSpec};
+use crate::{
+    names::{self, DATA_VOLUME},
+    observe::Observed,
+    validate::ValidSpec,
+};
 
-/// The field manager of every write the operator makes.
-pub const FIELD_MANAGER: &str = "pgsteward";
 /// Where the image keeps everything persistent (`PGSTEWARD_VOLUME`).
 pub const VOLUME_PATH: &str = "/var/lib/postgresql";
 /// The image's config directory; conf.d is mounted below it.
@@ -45,8 +47,6 @@ pub const GCS_KEY_DIR: &str = "/etc/pgsteward/gcs";
 pub const PORT: i32 = 5432;
 /// uid and gid of `postgres` in the official image.
 pub const POSTGRES_UID: i64 = 999;
-/// The name of the volume claim template (the PVC is `data-<name>-0`).
-pub const DATA_VOLUME: &str = "data";
 /// Seconds a pod gets to stop: the preStop fast shutdown (which writes a
 /// shutdown checkpoint) has `PRESTOP_TIMEOUT` of them.
 pub const TERMINATION_GRACE_SECONDS: i64 = 120;
@@ -88,31 +88,6 @@ impl Settings {
                 self.image_repository, instance.spec.postgres_version, self.image_variant
             )
         })
-    }
-}
-
-/// Names of the objects an instance owns.
-pub mod names {
-    pub fn config_map(instance: &str) -> String {
-        format!("{instance}-config")
-    }
-    pub fn superuser_secret(instance: &str) -> String {
-        format!("{instance}-superuser")
-    }
-    pub fn service(instance: &str) -> String {
-        instance.to_string()
-    }
-    pub fn headless_service(instance: &str) -> String {
-        format!("{instance}-hl")
-    }
-    pub fn statefulset(instance: &str) -> String {
-        instance.to_string()
-    }
-    pub fn pod(instance: &str) -> String {
-        format!("{instance}-0")
-    }
-    pub fn data_claim(instance: &str) -> String {
-        format!("{}-{instance}-0", super::DATA_VOLUME)
     }
 }
 
@@ -362,11 +337,6 @@ fn service(instance: &PgInstance, headless: bool) -> Service {
 }
 
 // ---------------------------------------------------------------- storage
-
-/// The volume size for a data size: `ceil(sizeFactor × size)`.
-pub fn volume_size(data_size: Quantity, size_factor: f64) -> Quantity {
-    data_size.scale_up(size_factor)
-}
 
 fn current_template_storage(observed: &Observed) -> Option<(String, Option<String>)> {
     let sts = observed.statefulset.as_ref()?;

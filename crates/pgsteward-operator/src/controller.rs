@@ -3,8 +3,7 @@
 //! per-instance backoff on errors.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -17,13 +16,13 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     api::DeleteParams,
     core::error_boundary::DeserializeGuard,
     runtime::{
         Controller,
         controller::Action,
-        events::{Event, EventType, Recorder, Reporter},
+        events::{Event, EventType},
         finalizer::{self, finalizer},
         reflector::ObjectRef,
         watcher,
@@ -34,13 +33,12 @@ use rand::RngExt;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
-    act, apply,
-    build::{self, Settings, names},
+    act, apply, build,
+    conditions::{condition, override_conditions, transitions},
+    context::{Context, backoff, instance_ref, note, scoped_api},
     error::{Error, Result, chain},
-    exec::{KubeExec, PodExec},
     image_state::{self, StatusReport},
-    metrics::Metrics,
-    observe, status, validate,
+    names, observe, status, validate,
 };
 
 /// The finalizer that runs cleanup before a PgInstance goes away.
@@ -53,48 +51,6 @@ pub const POD_SELECTOR: &str = "app.kubernetes.io/name=pgsteward-postgres";
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// Requeue while an instance is not ready yet, to refresh its messages.
 pub const RECHECK: Duration = Duration::from_secs(30);
-
-/// What every reconcile shares.
-pub struct Context {
-    pub client: Client,
-    pub settings: Settings,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    /// How operations reach the instance's pod.
-    pub exec: Arc<dyn PodExec>,
-    /// Consecutive failures per instance (`namespace/name`), for backoff.
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-impl Context {
-    pub fn new(
-        client: Client,
-        settings: Settings,
-        metrics: Arc<Metrics>,
-        instance: Option<String>,
-    ) -> Self {
-        let reporter = Reporter {
-            controller: "pgsteward".into(),
-            instance,
-        };
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            exec: Arc::new(KubeExec {
-                client: client.clone(),
-            }),
-            client,
-            settings,
-            metrics,
-            failures: Mutex::default(),
-        }
-    }
-
-    /// Reach pods through `exec` instead of kube's websocket exec (tests).
-    pub fn with_exec(mut self, exec: Arc<dyn PodExec>) -> Self {
-        self.exec = exec;
-        self
-    }
-}
 
 /// How long `pgsteward-status`, `cat` and `pg_ctl reload` may take.
 pub const SHORT_EXEC: Duration = Duration::from_secs(30);
@@ -169,19 +125,6 @@ pub fn instance_of_pod(pod: &impl Resource) -> Option<ObjectRef<DeserializeGuard
     let meta = pod.meta();
     let name = meta.labels.as_ref()?.get("app.kubernetes.io/instance")?;
     Some(instance_ref(name, meta.namespace.as_deref()))
-}
-
-/// The reference a watch mapper returns for the PgInstance `name` in
-/// `namespace`.
-pub fn instance_ref(
-    name: &str,
-    namespace: Option<&str>,
-) -> ObjectRef<DeserializeGuard<PgInstance>> {
-    let r = ObjectRef::new(name);
-    match namespace {
-        Some(ns) => r.within(ns),
-        None => r,
-    }
 }
 
 /// Run `pgsteward-status` in the pod, when its container runs.
@@ -266,28 +209,12 @@ fn reference(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) 
     }
 }
 
-/// Events notes are limited to 1 kB.
-pub(crate) fn note(text: String) -> Option<String> {
-    let mut text = text;
-    if text.len() > 1000 {
-        let mut cut = 1000;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    Some(text)
-}
-
 async fn publish(
     ctx: &Context,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     ev: Event,
 ) {
-    if let Err(e) = ctx.recorder.publish(&ev, &reference(meta)).await {
-        warn!(error = %chain(&e), reason = %ev.reason, "could not publish event");
-    }
+    ctx.publish(&reference(meta), ev).await;
 }
 
 /// The controller's reconcile: metrics, a Warning event on error.
@@ -313,7 +240,7 @@ pub async fn reconcile(
         );
         match &result {
             Ok(action) => {
-                ctx.failures.lock().expect("failures lock").remove(&key);
+                ctx.succeeded(&key);
                 debug!(?action, "reconciled");
             }
             Err(e) => {
@@ -350,24 +277,7 @@ pub fn error_policy(
         Ok(i) => &i.metadata,
         Err(invalid) => &invalid.metadata,
     };
-    let failures = {
-        let mut map = ctx.failures.lock().expect("failures lock");
-        let n = map.entry(key_of(meta)).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    };
-    Action::requeue(backoff(failures, err.api_status()))
-}
-
-/// The delay before retry number `failures` (1-based).
-pub fn backoff(failures: u32, http_status: Option<u16>) -> Duration {
-    let exp = failures.saturating_sub(1).min(6);
-    let mut secs = (5u64 << exp).min(300) as f64;
-    if http_status == Some(429) {
-        secs = secs.max(60.0);
-    }
-    let jitter = rand::rng().random_range(0.8..1.2);
-    Duration::from_secs_f64(secs * jitter)
+    Action::requeue(backoff(ctx.failed(&key_of(meta)), err.api_status()))
 }
 
 async fn reconcile_instance(instance: Arc<PgInstance>, ctx: &Context) -> Result<Action> {
@@ -566,7 +476,7 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
                     .iter()
                     .any(|c| c.type_ == condition_type::PROGRESSING)
             {
-                conditions.push(status::condition(
+                conditions.push(condition(
                     condition_type::PROGRESSING,
                     "True",
                     "ConfigPending",
@@ -577,7 +487,7 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
                     instance.metadata.generation,
                 ));
             }
-            status::override_conditions(&mut next, &prior_status.conditions, conditions, now);
+            override_conditions(&mut next, &prior_status.conditions, conditions, now);
             Box::pin(write_status(&current, &next, ctx)).await?;
             let ready = health.ready && health.rolled_out;
             let settled = next.operation.is_none()
@@ -600,7 +510,7 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
                 })
                 .cloned()
                 .collect();
-            status::override_conditions(&mut next, &prior_status.conditions, kept, now);
+            override_conditions(&mut next, &prior_status.conditions, kept, now);
             Box::pin(write_status(instance, &next, ctx)).await?;
             Err(Error::InvalidSpec(problems))
         }
@@ -653,7 +563,7 @@ async fn write_status(
                 .collect(),
         ),
     );
-    for (c, before) in status::transitions(&prior, &next.conditions) {
+    for (c, before) in transitions(&prior, &next.conditions) {
         let warning = (c.type_ == condition_type::DEGRADED && c.status == "True")
             || (c.type_ == condition_type::READY
                 && c.status == "False"
@@ -747,18 +657,6 @@ pub async fn cleanup(instance: &PgInstance, ctx: &Context) -> Result<Action> {
     ctx.metrics
         .set_conditions(&key_of(&instance.metadata), None);
     Ok(Action::await_change())
-}
-
-/// An `Api` in the namespace the controllers watch, or in all of them.
-pub(crate) fn scoped_api<K>(client: &Client, ns: &Option<String>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match ns {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Run the controller for one namespace (or all with `None`) until shutdown.

@@ -11,7 +11,7 @@ use kube::{
 };
 use tracing::info;
 
-use crate::build::FIELD_MANAGER;
+use crate::names::FIELD_MANAGER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {

@@ -12,8 +12,8 @@ use kube::{Api, Client, api::ListParams};
 use pgsteward_api::PgInstance;
 use pgsteward_operator::{
     build::Settings,
-    controller::{self, Context},
-    crds,
+    context::Context,
+    controller, crds,
     error::chain,
     leader,
     metrics::Metrics,

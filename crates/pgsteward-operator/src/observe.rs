@@ -12,8 +12,8 @@ use pgsteward_api::PgInstance;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    build::names,
     error::{Error, Result},
+    names,
 };
 
 /// Everything the later steps need to know about the cluster.

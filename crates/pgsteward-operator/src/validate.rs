@@ -2,13 +2,18 @@
 //! depends on other objects or on what already ran. No client here: it works
 //! on the spec and the observation.
 
-use std::fmt;
-
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use pgsteward_api::{PgInstance, instance::SUPPORTED_MAJORS, quantity::Quantity};
+use pgsteward_api::{
+    PgInstance,
+    instance::SUPPORTED_MAJORS,
+    quantity::{Quantity, volume_size},
+};
 
-use crate::{build, observe::Observed};
+use crate::{
+    error::{Problem, Problems},
+    observe::{self, Observed},
+};
 
 /// A spec that passed validation, with the values later steps compute from.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,47 +23,6 @@ pub struct ValidSpec {
     /// The volume to request: `ceil(sizeFactor × size)`.
     pub volume_size: Quantity,
 }
-
-/// One thing a person must fix. `reason` becomes the Degraded condition's
-/// reason; `message` names the object and says what to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.reason, self.message)
-    }
-}
-
-/// The problems of one spec, in the order they were found (never empty).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problems(pub Vec<Problem>);
-
-impl Problems {
-    /// The first problem's reason: the condition carries one reason.
-    pub fn reason(&self) -> &'static str {
-        self.0[0].reason
-    }
-    /// Every message, joined.
-    pub fn message(&self) -> String {
-        self.0
-            .iter()
-            .map(|p| p.message.as_str())
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
-impl fmt::Display for Problems {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.message())
-    }
-}
-
-impl std::error::Error for Problems {}
 
 fn secret_has_key(secret: &Secret, key: &str) -> bool {
     secret.data.as_ref().is_some_and(|d| d.contains_key(key))
@@ -126,7 +90,7 @@ pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec,
         });
     }
 
-    for (name, field) in crate::observe::referenced_secrets(instance) {
+    for (name, field) in observe::referenced_secrets(instance) {
         match observed.referenced_secrets.get(&name) {
             Some(Some(secret)) => {
                 for key in required_keys(instance, field) {
@@ -173,7 +137,7 @@ pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec,
     match (problems.is_empty(), data_size) {
         (true, Some(data_size)) => Ok(ValidSpec {
             data_size,
-            volume_size: build::volume_size(data_size, spec.storage.size_factor),
+            volume_size: volume_size(data_size, spec.storage.size_factor),
         }),
         _ => Err(Problems(problems)),
     }

@@ -18,8 +18,8 @@ use pgsteward_api::{
 };
 use pgsteward_operator::{
     act::{self, BackupGate, ConfigDecision, RestoreDecision, UpgradeDecision, UpgradeInputs},
+    conditions,
     image_state::{self, BackupResult, RestoreResult, StatusReport, UpgradeResult},
-    status,
 };
 use serde_json::{Value, json};
 
@@ -182,7 +182,7 @@ fn instance(ready: Option<&str>, operation: Option<OperationRecord>, backup: boo
         ..Default::default()
     };
     if let Some(r) = ready {
-        st.conditions.push(status::condition(
+        st.conditions.push(conditions::condition(
             "Ready",
             r,
             if r == "True" { "Running" } else { "Starting" },
@@ -1574,10 +1574,10 @@ fn overriding_a_condition_moves_its_time_only_when_its_status_changes() {
             conditions: prior.clone(),
             ..Default::default()
         };
-        status::override_conditions(
+        conditions::override_conditions(
             &mut s,
             &prior,
-            vec![status::condition("Upgrading", st, reason, "m", Some(2))],
+            vec![conditions::condition("Upgrading", st, reason, "m", Some(2))],
             t1,
         );
         let c = s

@@ -14,7 +14,8 @@ use k8s_openapi::{
 use kube::Resource;
 use pgsteward_api::{PgInstance, quantity::Quantity};
 use pgsteward_operator::{
-    build::{self, DesiredObjects, Settings, names},
+    build::{self, DesiredObjects, Settings},
+    conditions, names,
     observe::Observed,
     status, validate,
 };
@@ -140,7 +141,7 @@ fn pvc_size_is_size_factor_times_data_size_rounded_up_to_a_valid_quantity() {
         ("1Ki", 2.5, "2560"),    // below a MiB: whole bytes
     ];
     for (size, factor, expected) in cases {
-        let q = build::volume_size(Quantity::parse(size).unwrap(), factor);
+        let q = pgsteward_api::quantity::volume_size(Quantity::parse(size).unwrap(), factor);
         let expected_q = Quantity::parse(expected).unwrap();
         // Never smaller than factor × size.
         let exact = Quantity::parse(size).unwrap().ceil_units() as f64 * factor;
@@ -951,7 +952,7 @@ fn last_transition_time_moves_only_when_the_status_changes() {
         };
         assert_eq!(c.last_transition_time.0, expected, "{}", c.type_);
     }
-    let changed: Vec<_> = status::transitions(&first.conditions, &second.conditions)
+    let changed: Vec<_> = conditions::transitions(&first.conditions, &second.conditions)
         .into_iter()
         .map(|(c, _)| c.type_.clone())
         .collect();

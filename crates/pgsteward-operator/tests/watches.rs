@@ -26,7 +26,7 @@ use pgsteward_api::{PgBackup, PgInstance};
 use pgsteward_operator::{
     backups::{self, WAIT},
     build::Settings,
-    controller::Context,
+    context::Context,
     exec::{ExecOutput, Scripted},
     metrics::Metrics,
     rbac,
