@@ -132,7 +132,7 @@ pub async fn apply(
         service,
         headless_service,
         statefulset,
-        data_claim_expansion,
+        data_claim_expansions,
     } = desired;
     let mut written = Vec::new();
     apply_one(
@@ -161,7 +161,7 @@ pub async fn apply(
         &mut written,
     )
     .await?;
-    if let Some(claim) = data_claim_expansion {
+    for claim in data_claim_expansions {
         let live: Option<&PersistentVolumeClaim> = None;
         apply_one(client, claim, live, &mut written).await?;
     }

@@ -103,9 +103,9 @@ pub struct DesiredObjects {
     pub service: Service,
     pub headless_service: Service,
     pub statefulset: StatefulSet,
-    /// A larger request on the existing data claim, when `storage.size` grew
-    /// (a StatefulSet's claim templates cannot change).
-    pub data_claim_expansion: Option<PersistentVolumeClaim>,
+    /// A larger request on each pod's existing data claim, when
+    /// `storage.size` grew (a StatefulSet's claim templates cannot change).
+    pub data_claim_expansions: Vec<PersistentVolumeClaim>,
 }
 
 /// What the pod runs, as `act` decided: normally the spec's major and
@@ -189,7 +189,7 @@ pub fn build_with(
         service: service(instance, false),
         headless_service: service(instance, true),
         statefulset: statefulset(instance, valid, observed, run),
-        data_claim_expansion: data_claim_expansion(&name, instance, valid, observed),
+        data_claim_expansions: data_claim_expansions(&name, instance, valid, observed),
     }
 }
 
@@ -359,40 +359,47 @@ fn current_template_storage(observed: &Observed) -> Option<(String, Option<Strin
     Some((size, spec.storage_class_name.clone()))
 }
 
-fn data_claim_expansion(
+/// A larger request on each existing data claim, when `storage.size` grew.
+fn data_claim_expansions(
     name: &str,
     instance: &PgInstance,
     valid: &ValidSpec,
     observed: &Observed,
-) -> Option<PersistentVolumeClaim> {
-    let claim = observed.data_claim.as_ref()?;
-    let current = claim
-        .spec
-        .as_ref()?
-        .resources
-        .as_ref()?
-        .requests
-        .as_ref()?
-        .get("storage")
-        .and_then(|q| Quantity::parse(&q.0).ok())?;
-    (valid.volume_size > current).then(|| PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some(names::data_claim(name)),
-            namespace: instance.namespace(),
-            ..Default::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    K8sQuantity(valid.volume_size.to_string()),
-                )])),
+) -> Vec<PersistentVolumeClaim> {
+    observed
+        .pods
+        .iter()
+        .filter_map(|pod| {
+            let claim = pod.data_claim.as_ref()?;
+            let current = claim
+                .spec
+                .as_ref()?
+                .resources
+                .as_ref()?
+                .requests
+                .as_ref()?
+                .get("storage")
+                .and_then(|q| Quantity::parse(&q.0).ok())?;
+            (valid.volume_size > current).then(|| PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(names::data_claim(name, pod.ordinal)),
+                    namespace: instance.namespace(),
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_string(),
+                            K8sQuantity(valid.volume_size.to_string()),
+                        )])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
+            })
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------- env
@@ -817,7 +824,8 @@ fn statefulset(
     StatefulSet {
         metadata: meta(instance, names::statefulset(&name), true),
         spec: Some(StatefulSetSpec {
-            replicas: Some(1),
+            // One pod per ordinal `observe` reads.
+            replicas: Some(names::ordinals(instance).len() as i32),
             service_name: Some(names::headless_service(&name)),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&name)),

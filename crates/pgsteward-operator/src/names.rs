@@ -1,6 +1,8 @@
 //! Leaf: the names of the objects an instance owns, and the field manager of
 //! every write. Every step may use it; it uses nothing of the operator.
 
+use pgsteward_api::PgInstance;
+
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "pgsteward";
 /// The name of the volume claim template (the claim is `data-<name>-0`).
@@ -21,9 +23,18 @@ pub fn headless_service(instance: &str) -> String {
 pub fn statefulset(instance: &str) -> String {
     instance.to_string()
 }
-pub fn pod(instance: &str) -> String {
-    format!("{instance}-0")
+/// The StatefulSet's pod of `ordinal`.
+pub fn pod(instance: &str, ordinal: u32) -> String {
+    format!("{instance}-{ordinal}")
 }
-pub fn data_claim(instance: &str) -> String {
-    format!("{DATA_VOLUME}-{instance}-0")
+/// The claim of the pod of `ordinal` (from the claim template).
+pub fn data_claim(instance: &str, ordinal: u32) -> String {
+    format!("{DATA_VOLUME}-{instance}-{ordinal}")
+}
+
+/// The ordinals of an instance's pods: one pod, ordinal 0, until the spec
+/// asks for replicas. `observe` reads these pods and `build` sizes the
+/// StatefulSet by them.
+pub fn ordinals(_instance: &PgInstance) -> std::ops::Range<u32> {
+    0..1
 }

@@ -1,7 +1,11 @@
 //! Step 6, status: conditions from the StatefulSet and its pod, following
-//! the Kubernetes API conventions, written by server-side apply only when
-//! something changed. A condition's `lastTransitionTime` moves only when its
-//! status does, so an idle reconcile computes the status already there.
+//! the Kubernetes API conventions, with the fields and conditions `act`
+//! decided, written by server-side apply only when something changed. A
+//! condition's `lastTransitionTime` moves only when its status does, so an
+//! idle reconcile computes the status already there.
+//!
+//! The last step: it may use every step before it. It writes the
+//! PgInstance's status and nothing else.
 
 use k8s_openapi::{
     api::{apps::v1::StatefulSet, core::v1::Pod},
@@ -19,8 +23,9 @@ use pgsteward_api::{
 };
 
 use crate::{
+    act::Plan,
     apply::Applied,
-    conditions::{condition, merge_conditions},
+    conditions::{condition, merge_conditions, override_conditions},
     error::{Error, Problems, Result},
     names::{self, FIELD_MANAGER},
     observe::Observed,
@@ -44,13 +49,17 @@ pub struct Health {
 impl Health {
     /// Health of objects that were just applied.
     pub fn of_applied(applied: &Applied, observed: &Observed) -> Self {
-        health(Some(&applied.statefulset), observed.pod.as_ref())
+        health(Some(&applied.statefulset), target_pod(observed))
     }
 
     /// Health of what is there, when the spec could not be applied.
     pub fn of_observed(observed: &Observed) -> Self {
-        health(observed.statefulset.as_ref(), observed.pod.as_ref())
+        health(observed.statefulset.as_ref(), target_pod(observed))
     }
+}
+
+fn target_pod(observed: &Observed) -> Option<&Pod> {
+    observed.target_pod().and_then(|p| p.pod.as_ref())
 }
 
 /// Read the StatefulSet's status and the pod's container state.
@@ -171,7 +180,7 @@ pub fn desired_status_for(
             READY,
             "False",
             "Creating",
-            format!("waiting for pod {} to be created", names::pod(&name)),
+            format!("waiting for pod {} to be created", names::pod(&name, 0)),
             generation,
         ),
         (
@@ -307,6 +316,52 @@ pub fn desired_status_for(
         },
         ..prior
     }
+}
+
+/// The status after a reconcile that applied the spec: from the applied
+/// objects, with what the operations decided (their conditions replace the
+/// computed ones of the same type).
+pub fn applied_status(
+    instance: &PgInstance,
+    health: &Health,
+    applied: &Applied,
+    plan: &Plan,
+    now: Timestamp,
+) -> PgInstanceStatus {
+    let image = applied
+        .statefulset
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_else(|| plan.run.image.clone());
+    let mut next = desired_status_for(instance, health, None, Some(&image), plan.run.major, now);
+    plan.record_into(&mut next);
+    let prior = instance.status.clone().unwrap_or_default();
+    override_conditions(&mut next, &prior.conditions, plan.conditions.clone(), now);
+    next
+}
+
+/// The status when the spec was refused: nothing was applied, so an
+/// operation's conditions stay as they were.
+pub fn refused_status(
+    instance: &PgInstance,
+    observed: &Observed,
+    problems: &Problems,
+    now: Timestamp,
+) -> PgInstanceStatus {
+    let health = Health::of_observed(observed);
+    let mut next = desired_status(instance, &health, Some(problems), None, now);
+    let prior = instance.status.clone().unwrap_or_default();
+    let kept: Vec<_> = prior
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == UPGRADING || c.type_ == RESTORING)
+        .cloned()
+        .collect();
+    override_conditions(&mut next, &prior.conditions, kept, now);
+    next
 }
 
 /// Write `status` with server-side apply, unless it equals what is there.
