@@ -799,28 +799,7 @@ fn statefulset(
             spec.storage.storage_class_name.clone(),
         )
     });
-    let container = Container {
-        name: "postgres".into(),
-        image: Some(run.image.clone()),
-        image_pull_policy: Some("IfNotPresent".into()),
-        env: Some(container_env_for(instance, run)),
-        ports: Some(vec![ContainerPort {
-            name: Some("postgres".into()),
-            container_port: PORT,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
-        resources: spec.resources.clone(),
-        startup_probe: Some(startup_probe()),
-        readiness_probe: Some(readiness_probe()),
-        liveness_probe: Some(liveness_probe()),
-        lifecycle: Some(pre_stop()),
-        security_context: Some(container_security_context()),
-        volume_mounts: Some(mounts),
-        termination_message_path: Some(TERMINATION_MESSAGE_PATH.into()),
-        termination_message_policy: Some("File".into()),
-        ..Default::default()
-    };
+    let container = postgres_container(instance, run, mounts);
     StatefulSet {
         metadata: meta(instance, names::statefulset(&name), true),
         spec: Some(StatefulSetSpec {
@@ -866,26 +845,54 @@ fn statefulset(
                     ..Default::default()
                 }),
             },
-            volume_claim_templates: Some(vec![PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some(DATA_VOLUME.into()),
-                    labels: Some(labels(&name)),
-                    ..Default::default()
-                },
-                spec: Some(PersistentVolumeClaimSpec {
-                    access_modes: Some(vec!["ReadWriteOnce".into()]),
-                    storage_class_name: class,
-                    resources: Some(VolumeResourceRequirements {
-                        requests: Some(BTreeMap::from([(
-                            "storage".to_string(),
-                            K8sQuantity(size),
-                        )])),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
+            volume_claim_templates: Some(vec![data_claim_template(&name, size, class)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The postgres container: the image and environment `act` decided.
+fn postgres_container(instance: &PgInstance, run: &Run, mounts: Vec<VolumeMount>) -> Container {
+    Container {
+        name: "postgres".into(),
+        image: Some(run.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        env: Some(container_env_for(instance, run)),
+        ports: Some(vec![ContainerPort {
+            name: Some("postgres".into()),
+            container_port: PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        resources: instance.spec.resources.clone(),
+        startup_probe: Some(startup_probe()),
+        readiness_probe: Some(readiness_probe()),
+        liveness_probe: Some(liveness_probe()),
+        lifecycle: Some(pre_stop()),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(mounts),
+        termination_message_path: Some(TERMINATION_MESSAGE_PATH.into()),
+        termination_message_policy: Some("File".into()),
+        ..Default::default()
+    }
+}
+
+/// The claim template of every pod's data volume.
+fn data_claim_template(name: &str, size: String, class: Option<String>) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.into()),
+            labels: Some(labels(name)),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: class,
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_string(), K8sQuantity(size))])),
                 ..Default::default()
-            }]),
+            }),
             ..Default::default()
         }),
         ..Default::default()

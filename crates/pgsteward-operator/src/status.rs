@@ -9,6 +9,7 @@
 
 use k8s_openapi::{
     api::{apps::v1::StatefulSet, core::v1::Pod},
+    apimachinery::pkg::apis::meta::v1::Condition,
     jiff::Timestamp,
 };
 use kube::{
@@ -149,11 +150,58 @@ pub fn desired_status_for(
 ) -> PgInstanceStatus {
     let prior = instance.status.clone().unwrap_or_default();
     let generation = instance.metadata.generation;
-    let spec = &instance.spec;
-    let name = instance.name_any();
     let running_now = applied_image.is_some() && health.ready && health.rolled_out;
+    let degraded = match problems {
+        Some(p) => condition(DEGRADED, "True", p.reason(), p.message(), generation),
+        None => condition(DEGRADED, "False", "AsExpected", "", generation),
+    };
+    let upgrading = match prior.postgres_version {
+        Some(running) if major > running => condition(
+            UPGRADING,
+            "True",
+            "InProgress",
+            format!(
+                "upgrading from PostgreSQL {running} to {major}: the image upgrades the data at start"
+            ),
+            generation,
+        ),
+        _ => condition(UPGRADING, "False", "NoUpgrade", "", generation),
+    };
+    let desired = vec![
+        ready(instance, health, problems, major),
+        progressing(health, problems, running_now, generation),
+        degraded,
+        backup_healthy(instance),
+        upgrading,
+        restoring(instance, running_now),
+    ];
+    PgInstanceStatus {
+        conditions: merge_conditions(&prior.conditions, desired, now),
+        observed_generation: generation,
+        postgres_version: if running_now {
+            Some(major)
+        } else {
+            prior.postgres_version
+        },
+        image: match applied_image {
+            Some(image) if running_now => Some(image.to_string()),
+            _ => prior.image.clone(),
+        },
+        ..prior
+    }
+}
 
-    let ready = match (health, problems) {
+/// Ready: the server accepts connections; otherwise the most useful reason
+/// it does not (the spec's problem, a missing object, the pod's own).
+fn ready(
+    instance: &PgInstance,
+    health: &Health,
+    problems: Option<&Problems>,
+    major: u32,
+) -> Condition {
+    let generation = instance.metadata.generation;
+    let name = instance.name_any();
+    match (health, problems) {
         (h, _) if h.ready && h.rolled_out => condition(
             READY,
             "True",
@@ -197,9 +245,17 @@ pub fn desired_status_for(
             "PostgreSQL is starting; crash recovery, WAL replay or a restore can take a while",
             generation,
         ),
-    };
+    }
+}
 
-    let progressing = match problems {
+/// Progressing: whether the objects are still being made to match the spec.
+fn progressing(
+    health: &Health,
+    problems: Option<&Problems>,
+    running_now: bool,
+    generation: Option<i64>,
+) -> Condition {
+    match problems {
         Some(_) => condition(
             PROGRESSING,
             "False",
@@ -235,14 +291,13 @@ pub fn desired_status_for(
             "waiting for PostgreSQL to accept connections",
             generation,
         ),
-    };
+    }
+}
 
-    let degraded = match problems {
-        Some(p) => condition(DEGRADED, "True", p.reason(), p.message(), generation),
-        None => condition(DEGRADED, "False", "AsExpected", "", generation),
-    };
-
-    let backup_healthy = match &spec.backup {
+/// BackupHealthy as `act` last reported it, or why it has not.
+fn backup_healthy(instance: &PgInstance) -> Condition {
+    let generation = instance.metadata.generation;
+    match &instance.spec.backup {
         None => condition(
             BACKUP_HEALTHY,
             "False",
@@ -261,28 +316,24 @@ pub fn desired_status_for(
                 generation,
             ),
         },
-    };
+    }
+}
 
-    let upgrading = match prior.postgres_version {
-        Some(running) if major > running => condition(
-            UPGRADING,
-            "True",
-            "InProgress",
-            format!(
-                "upgrading from PostgreSQL {running} to {major}: the image upgrades the data at start"
-            ),
-            generation,
-        ),
-        _ => condition(UPGRADING, "False", "NoUpgrade", "", generation),
-    };
-
-    let bootstrapping = spec
+/// Restoring: the restore before the first start, while it runs.
+fn restoring(instance: &PgInstance, running_now: bool) -> Condition {
+    let generation = instance.metadata.generation;
+    let bootstrapping = instance
+        .spec
         .bootstrap
         .as_ref()
         .is_some_and(|b| b.recovery.is_some())
-        && prior.postgres_version.is_none()
+        && instance
+            .status
+            .as_ref()
+            .and_then(|s| s.postgres_version)
+            .is_none()
         && !running_now;
-    let restoring = if bootstrapping {
+    if bootstrapping {
         condition(
             RESTORING,
             "True",
@@ -292,29 +343,6 @@ pub fn desired_status_for(
         )
     } else {
         condition(RESTORING, "False", "NoRestore", "", generation)
-    };
-
-    let desired = vec![
-        ready,
-        progressing,
-        degraded,
-        backup_healthy,
-        upgrading,
-        restoring,
-    ];
-    PgInstanceStatus {
-        conditions: merge_conditions(&prior.conditions, desired, now),
-        observed_generation: generation,
-        postgres_version: if running_now {
-            Some(major)
-        } else {
-            prior.postgres_version
-        },
-        image: match applied_image {
-            Some(image) if running_now => Some(image.to_string()),
-            _ => prior.image.clone(),
-        },
-        ..prior
     }
 }
 

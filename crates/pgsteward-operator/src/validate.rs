@@ -34,10 +34,24 @@ fn secret_has_key(secret: &Secret, key: &str) -> bool {
 
 /// Check the spec against the observation.
 pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec, Problems> {
-    let ns = instance.namespace().unwrap_or_default();
-    let spec = &instance.spec;
     let mut problems = Vec::new();
+    check_name_and_version(instance, &mut problems);
+    let data_size = check_storage(instance, &mut problems);
+    check_secrets(instance, observed, &mut problems);
+    check_claims(instance, observed, &mut problems);
+    match (problems.is_empty(), data_size) {
+        (true, Some(data_size)) => Ok(ValidSpec {
+            data_size,
+            volume_size: volume_size(data_size, instance.spec.storage.size_factor),
+        }),
+        _ => Err(Problems(problems)),
+    }
+}
 
+/// The name must fit a Service; the major must be supported and not lower
+/// than the one that runs.
+fn check_name_and_version(instance: &PgInstance, problems: &mut Vec<Problem>) {
+    let spec = &instance.spec;
     let name = instance.name_any();
     if !name.starts_with(|c: char| c.is_ascii_lowercase()) || name.len() > 52 || name.contains('.')
     {
@@ -69,7 +83,12 @@ pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec,
             ),
         });
     }
+}
 
+/// `storage.size` must parse; `sizeFactor` must leave room for a restore.
+/// Returns the parsed size.
+fn check_storage(instance: &PgInstance, problems: &mut Vec<Problem>) -> Option<Quantity> {
+    let spec = &instance.spec;
     let data_size = match Quantity::parse(&spec.storage.size) {
         Ok(q) => Some(q),
         Err(e) => {
@@ -89,7 +108,12 @@ pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec,
             ),
         });
     }
+    data_size
+}
 
+/// Every Secret the spec names must exist and hold the keys it is read for.
+fn check_secrets(instance: &PgInstance, observed: &Observed, problems: &mut Vec<Problem>) {
+    let ns = instance.namespace().unwrap_or_default();
     for (name, field) in observe::referenced_secrets(instance) {
         match observed.referenced_secrets.get(&name) {
             Some(Some(secret)) => {
@@ -123,6 +147,11 @@ pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec,
             }),
         }
     }
+}
+
+/// Every claim the spec names (file backups) must exist.
+fn check_claims(instance: &PgInstance, observed: &Observed, problems: &mut Vec<Problem>) {
+    let ns = instance.namespace().unwrap_or_default();
     for (claim, found) in &observed.referenced_claims {
         if found.is_none() {
             problems.push(Problem {
@@ -132,14 +161,6 @@ pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec,
                 ),
             });
         }
-    }
-
-    match (problems.is_empty(), data_size) {
-        (true, Some(data_size)) => Ok(ValidSpec {
-            data_size,
-            volume_size: volume_size(data_size, spec.storage.size_factor),
-        }),
-        _ => Err(Problems(problems)),
     }
 }
 

@@ -384,48 +384,7 @@ fn result_for<'a>(i: &UpgradeInputs<'a>, id: &str) -> Option<&'a UpgradeResult> 
 /// no return, publishes that upgrade's result, and `Resume` moves forward.
 pub fn decide_upgrade(i: &UpgradeInputs) -> UpgradeDecision {
     if let Some(op) = i.operation.filter(|op| op.kind == kind::UPGRADE) {
-        return match result_for(i, &op.id) {
-            Some(r) => match (r.outcome, r.step.as_deref()) {
-                (Outcome::Succeeded, _) => {
-                    UpgradeDecision::Succeeded(op.clone(), r.message.clone().unwrap_or_default())
-                }
-                (Outcome::Running, step) => UpgradeDecision::InProgress(
-                    op.clone(),
-                    step.map(String::from),
-                    r.message.clone().unwrap_or_default(),
-                ),
-                (Outcome::RolledBack, step) | (Outcome::Failed, step @ Some("preflight")) => {
-                    UpgradeDecision::RollBack(failed_from(op, i.generation, step, r))
-                }
-                (Outcome::Failed, step) => UpgradeDecision::FailedForward(
-                    op.clone(),
-                    step.unwrap_or("unknown").to_string(),
-                    r.message.clone().unwrap_or_default(),
-                ),
-            },
-            None => match i.container_exit {
-                Some(code @ (1 | 2 | 4)) => UpgradeDecision::RollBack(FailedUpgrade {
-                    id: op.id.clone(),
-                    from_major: op.from_major.unwrap_or_default(),
-                    to_major: op.to_major.unwrap_or(i.spec_major),
-                    generation: i.generation,
-                    step: None,
-                    message: Some(format!(
-                        "the PostgreSQL {} image exited {code} during the upgrade before its result could be read; the previous image runs again and the step and message are filled in from the result file once it runs",
-                        op.to_major.unwrap_or(i.spec_major)
-                    )),
-                    from_image: op.from_image.clone(),
-                }),
-                _ => UpgradeDecision::InProgress(
-                    op.clone(),
-                    None,
-                    format!(
-                        "waiting for the PostgreSQL {} image to start and report the upgrade",
-                        op.to_major.unwrap_or(i.spec_major)
-                    ),
-                ),
-            },
-        };
+        return decide_under_way(i, op);
     }
     let Some(running) = i.running_major else {
         return UpgradeDecision::Idle;
@@ -462,6 +421,53 @@ pub fn decide_upgrade(i: &UpgradeInputs) -> UpgradeDecision {
         to_major: Some(i.spec_major),
         pod_uid: None,
     })
+}
+
+/// The upgrade `op` is under way: follow its result, or without one the
+/// container's exit code.
+fn decide_under_way(i: &UpgradeInputs, op: &OperationRecord) -> UpgradeDecision {
+    match result_for(i, &op.id) {
+        Some(r) => match (r.outcome, r.step.as_deref()) {
+            (Outcome::Succeeded, _) => {
+                UpgradeDecision::Succeeded(op.clone(), r.message.clone().unwrap_or_default())
+            }
+            (Outcome::Running, step) => UpgradeDecision::InProgress(
+                op.clone(),
+                step.map(String::from),
+                r.message.clone().unwrap_or_default(),
+            ),
+            (Outcome::RolledBack, step) | (Outcome::Failed, step @ Some("preflight")) => {
+                UpgradeDecision::RollBack(failed_from(op, i.generation, step, r))
+            }
+            (Outcome::Failed, step) => UpgradeDecision::FailedForward(
+                op.clone(),
+                step.unwrap_or("unknown").to_string(),
+                r.message.clone().unwrap_or_default(),
+            ),
+        },
+        None => match i.container_exit {
+            Some(code @ (1 | 2 | 4)) => UpgradeDecision::RollBack(FailedUpgrade {
+                id: op.id.clone(),
+                from_major: op.from_major.unwrap_or_default(),
+                to_major: op.to_major.unwrap_or(i.spec_major),
+                generation: i.generation,
+                step: None,
+                message: Some(format!(
+                    "the PostgreSQL {} image exited {code} during the upgrade before its result could be read; the previous image runs again and the step and message are filled in from the result file once it runs",
+                    op.to_major.unwrap_or(i.spec_major)
+                )),
+                from_image: op.from_image.clone(),
+            }),
+            _ => UpgradeDecision::InProgress(
+                op.clone(),
+                None,
+                format!(
+                    "waiting for the PostgreSQL {} image to start and report the upgrade",
+                    op.to_major.unwrap_or(i.spec_major)
+                ),
+            ),
+        },
+    }
 }
 
 fn failed_from(
