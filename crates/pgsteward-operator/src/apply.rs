@@ -1,5 +1,6 @@
 //! Step 4, apply: server-side apply of every desired object, with one field
-//! manager (`pgsteward`), `force`, and owner references set by `build`.
+//! manager (`pgsteward`), `force`, and owner references set by `build`. It
+//! writes the owned objects and nothing else (not status, not the pod).
 //!
 //! Nothing is written when the live object already holds every field we
 //! would apply (compared field by field, see [`is_applied`]): an idle

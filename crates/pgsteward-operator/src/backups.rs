@@ -15,6 +15,11 @@
 //!   Running and execs again with the same id: `backup.sh` then prints the
 //!   result it already has, or exits 5 while that backup still holds the
 //!   lock (checked again later). No backup is taken twice.
+//!
+//! The decisions are [`crate::act::backup`]'s; this module does the I/O
+//! around them and writes PgBackup status only, never the instance's. It
+//! shares [`crate::context`] with the PgInstance controller and imports
+//! nothing of it.
 
 use std::{sync::Arc, time::Duration};
 

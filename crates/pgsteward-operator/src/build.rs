@@ -1,6 +1,10 @@
 //! Step 3, build: pure functions from a validated spec and the observation to
-//! every object the instance should have. No I/O here; `apply` writes what
-//! this returns.
+//! every object the instance should have, for every pod `names::ordinals`
+//! lists. No I/O here; `apply` writes what this returns.
+//!
+//! Owns the shape of every object, the pod's environment and the [`Run`]
+//! type in which `act` says what the pod runs. May use `observe`, `validate`
+//! and leaf modules; never `act` (it takes act's decision as a value).
 
 use std::collections::BTreeMap;
 

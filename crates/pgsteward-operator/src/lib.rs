@@ -1,9 +1,19 @@
 //! pgsteward's operator: one PgInstance in, running PostgreSQL objects out.
 //!
-//! The reconcile pipeline, one module per step (see DESIGN.md):
-//! [`observe`] → [`validate`] → [`act`] (decide) → [`build`] → [`apply`] →
-//! [`act`] (in the pod, through [`exec`]) → [`status`], wired together in
-//! [`controller`]. On-demand backups (`PgBackup`) are [`backups`].
+//! The reconcile pipeline, one module per step (see DESIGN.md), each using
+//! only the steps before it and the leaf modules:
+//!
+//! [`observe`] → [`validate`] → [`build`] → [`apply`] → [`act`] → [`status`]
+//!
+//! - leaves: [`names`], [`conditions`], [`error`], [`exec`] (the pod seam),
+//!   [`image_state`] (what the image reports);
+//! - [`controller`] runs the pipeline for a PgInstance, with the finalizer,
+//!   events, metrics and backoff around it; [`backups`] is the PgBackup
+//!   controller; both use [`context`], never each other;
+//! - the rest serves the binary: [`crds`], [`leader`], [`metrics`],
+//!   [`rbac`], [`server`].
+//!
+//! `tests/module_graph.rs` checks these rules.
 
 pub mod act;
 pub mod apply;

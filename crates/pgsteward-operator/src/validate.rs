@@ -1,6 +1,9 @@
 //! Step 2, validate: what the CRD's CEL rules cannot check, because it
 //! depends on other objects or on what already ran. No client here: it works
 //! on the spec and the observation.
+//!
+//! Owns [`ValidSpec`] (the values later steps compute from) and the problems
+//! a person must fix. May use `observe` and leaf modules; writes nothing.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;

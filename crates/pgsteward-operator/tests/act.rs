@@ -1916,3 +1916,85 @@ fn archiving_progress_is_written_at_most_every_few_minutes_failures_at_once() {
         assert_eq!(r.failed_count, Some(failed), "{what}");
     }
 }
+
+// -------------------------------------------------------------------- pod
+
+#[test]
+fn the_pod_view_counts_an_exit_code_only_on_the_spec_image_and_reads_the_template_request() {
+    use pgsteward_operator::observe::{ContainerState, ObservedPod};
+    let pod: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(json!({"metadata": {"name": "db-0", "uid": "pod-1"}})).unwrap();
+    let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
+        "spec": {"selector": {}, "serviceName": "db-hl", "template": {"spec": {"containers": [
+            {"name": "postgres", "env": [{"name": "PGSTEWARD_UPGRADE_ID", "value": "upgrade-17-to-18-g4"}]}
+        ]}}}
+    }))
+    .unwrap();
+    let exited_on = |image: &str| ObservedPod {
+        ordinal: 0,
+        name: "db-0".into(),
+        pod: Some(pod.clone()),
+        container: ContainerState {
+            running: false,
+            exit: Some(2),
+            image: Some(image.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let new_image = exited_on("img:18");
+    let view = act::pod::PodView::of(Some(&new_image), Some(&sts), "img:18");
+    assert_eq!(view.uid, Some("pod-1"));
+    assert_eq!(view.container_exit, Some(2));
+    assert_eq!(view.template_upgrade_id, Some("upgrade-17-to-18-g4"));
+    // The previous image exiting says nothing about the upgrade.
+    let old_image = exited_on("img:17");
+    let view = act::pod::PodView::of(Some(&old_image), Some(&sts), "img:18");
+    assert_eq!(view.container_exit, None);
+    // No pod yet: only the template is seen.
+    let view = act::pod::PodView::of(None, Some(&sts), "img:18");
+    assert_eq!((view.uid, view.running), (None, false));
+    assert_eq!(view.template_upgrade_id, Some("upgrade-17-to-18-g4"));
+}
+
+#[test]
+fn a_plan_records_its_operation_first_and_writes_only_the_fields_operations_own() {
+    let settings = pgsteward_operator::build::Settings::default();
+    let spec = json!({"postgresVersion": 18, "storage": {"size": "1Gi"}});
+    let status = json!({"postgresVersion": 17, "image": "ghcr.io/pgsteward/postgres:17-standard-trixie",
+        "observedGeneration": 3, "configRevision": "abc", "conditions": []});
+    let i = running_instance(spec, status);
+    let p = act::plan(
+        &i,
+        &settings,
+        None,
+        &act::pod::PodView::default(),
+        ts("2026-11-21T07:00:00Z"),
+    );
+    assert!(p.record_first);
+    assert!(!p.settled(), "an upgrade runs");
+    let prior = i.status.clone().unwrap();
+    let first = p.recorded(&prior);
+    assert_eq!(first.operation, p.operation);
+    assert_eq!(
+        (first.observed_generation, first.image.as_deref()),
+        (
+            Some(3),
+            Some("ghcr.io/pgsteward/postgres:17-standard-trixie")
+        ),
+        "everything else stays as it was"
+    );
+    let mut next = prior.clone();
+    p.record_into(&mut next);
+    assert_eq!(next.operation, p.operation);
+    assert_eq!(next.config_revision.as_deref(), Some("abc"));
+    assert_eq!(
+        next.postgres_version,
+        Some(17),
+        "the upgrade has not succeeded"
+    );
+    assert_eq!(
+        next.conditions, prior.conditions,
+        "conditions are status's to merge"
+    );
+}
