@@ -45,7 +45,7 @@ use crate::{
         BackupGate, backup_command, backup_gate, backup_status_from_result,
         backup_status_without_result,
     },
-    context::{Context, backoff, instance_ref, note, scoped_api},
+    context::{Context, backoff, note, scoped_api},
     error::{Error, Result, chain},
     image_state::{self, BackupResult},
     names::{self, FIELD_MANAGER},
@@ -319,20 +319,6 @@ pub fn backups_of_instance(
         })
         .map(|guard| ObjectRef::from_obj(guard.as_ref()))
         .collect()
-}
-
-/// The instance to look at again when `backup` changes: its own, once the
-/// backup has finished, so `status.lastBackup` and `BackupHealthy` show it
-/// now rather than at the next resync.
-pub fn instance_of_finished_backup(
-    backup: &DeserializeGuard<PgBackup>,
-) -> Option<ObjectRef<DeserializeGuard<PgInstance>>> {
-    let b = backup.0.as_ref().ok()?;
-    let finished = matches!(
-        b.status.as_ref().and_then(|s| s.phase),
-        Some(BackupPhase::Succeeded | BackupPhase::Failed)
-    );
-    finished.then(|| instance_ref(&b.spec.instance_ref.name, b.metadata.namespace.as_deref()))
 }
 
 /// Run the PgBackup controller for one namespace (or all) until shutdown.

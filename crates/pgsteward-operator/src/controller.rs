@@ -35,14 +35,15 @@ use kube::{
         watcher,
     },
 };
-use pgsteward_api::{PgBackup, PgInstance, PgInstanceStatus, instance::condition_type};
+use pgsteward_api::{
+    PgBackup, PgInstance, PgInstanceStatus, backup::BackupPhase, instance::condition_type,
+};
 use rand::RngExt;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
     act::{self, Plan},
     apply::{self, Applied},
-    backups,
     conditions::transitions,
     context::{Context, backoff, instance_ref, note, scoped_api},
     error::{Error, Problems, Result, chain},
@@ -68,6 +69,20 @@ pub fn instance_of_pod(pod: &impl Resource) -> Option<ObjectRef<DeserializeGuard
     let meta = pod.meta();
     let name = meta.labels.as_ref()?.get("app.kubernetes.io/instance")?;
     Some(instance_ref(name, meta.namespace.as_deref()))
+}
+
+/// The instance to look at again when `backup` changes: its own, once the
+/// backup has finished, so `status.lastBackup` and `BackupHealthy` show it
+/// now rather than at the next resync.
+pub fn instance_of_finished_backup(
+    backup: &DeserializeGuard<PgBackup>,
+) -> Option<ObjectRef<DeserializeGuard<PgInstance>>> {
+    let b = backup.0.as_ref().ok()?;
+    let finished = matches!(
+        b.status.as_ref().and_then(|s| s.phase),
+        Some(BackupPhase::Succeeded | BackupPhase::Failed)
+    );
+    finished.then(|| instance_ref(&b.spec.instance_ref.name, b.metadata.namespace.as_deref()))
 }
 
 fn key_of(meta: &ObjectMeta) -> String {
@@ -409,7 +424,8 @@ pub async fn cleanup(instance: &PgInstance, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-/// Run the controller for one namespace (or all with `None`) until shutdown.
+/// Run the PgInstance controller for one namespace (or all with `None`)
+/// until shutdown. (`main` runs the PgBackup controller beside it.)
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
@@ -417,13 +433,11 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
-    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let backup_controller = backups::run(ctx.clone(), namespace.clone(), shutdown.clone());
     info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controller starting"
     );
-    let instances = Controller::new(
+    Controller::new(
         scoped_api::<DeserializeGuard<PgInstance>>(&client, &namespace),
         watcher::Config::default(),
     )
@@ -442,7 +456,7 @@ pub async fn run(
     .watches(
         scoped_api::<DeserializeGuard<PgBackup>>(&client, &namespace),
         watcher::Config::default(),
-        |backup| backups::instance_of_finished_backup(&backup),
+        |backup| instance_of_finished_backup(&backup),
     )
     .watches(
         scoped_api::<DeserializeGuard<Pod>>(&client, &namespace),
@@ -455,6 +469,6 @@ pub async fn run(
         if let Err(e) = result {
             debug!(error = %chain(&e), "controller event");
         }
-    });
-    futures::future::join(instances, backup_controller).await;
+    })
+    .await;
 }

@@ -9,7 +9,8 @@
 //!   [`image_state`] (what the image reports);
 //! - [`controller`] runs the pipeline for a PgInstance, with the finalizer,
 //!   events, metrics and backoff around it; [`backups`] is the PgBackup
-//!   controller; both use [`context`], never each other;
+//!   controller; both use [`context`], never each other, and `main` runs
+//!   them side by side;
 //! - the rest serves the binary: [`crds`], [`leader`], [`metrics`],
 //!   [`rbac`], [`server`].
 //!

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kube::{Api, Client, api::ListParams};
 use pgsteward_api::PgInstance;
 use pgsteward_operator::{
+    backups,
     build::Settings,
     context::Context,
     controller, crds,
@@ -232,7 +233,7 @@ async fn run(args: RunArgs) -> ExitCode {
         futures::future::join_all(
             namespaces
                 .into_iter()
-                .map(|ns| controller::run(ctx.clone(), ns, shutdown_signal())),
+                .map(|ns| run_controllers(ctx.clone(), ns)),
         )
         .await;
     };
@@ -259,6 +260,17 @@ async fn run(args: RunArgs) -> ExitCode {
         work().await;
         ExitCode::SUCCESS
     }
+}
+
+/// The PgInstance and PgBackup controllers of one namespace (or all), until
+/// shutdown.
+async fn run_controllers(ctx: Arc<Context>, namespace: Option<String>) {
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
+    futures::future::join(
+        controller::run(ctx.clone(), namespace.clone(), shutdown.clone()),
+        backups::run(ctx, namespace, shutdown),
+    )
+    .await;
 }
 
 /// Check in the scope the operator will watch (in namespaced mode the

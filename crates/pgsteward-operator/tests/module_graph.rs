@@ -6,7 +6,9 @@
 //!   themselves (each may use its folder's own module);
 //! - each pipeline step uses only the steps before it and leaf modules
 //!   (observe → validate → build → apply → act → status);
-//! - leaf modules use only other leaf modules.
+//! - leaf modules use only other leaf modules;
+//! - the PgInstance and PgBackup controllers share `context`, never each
+//!   other.
 //!
 //! A failure names the offending edge and the line it comes from.
 
@@ -344,6 +346,22 @@ fn each_pipeline_step_uses_only_earlier_steps_and_leaves() {
         "a step uses a later step or a module that is not a leaf ({} → leaves {}):\n{}",
         STEPS.join(" → "),
         LEAVES.join(", "),
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_two_controllers_share_context_and_never_use_each_other() {
+    let controllers = ["controller", "backups"];
+    let wrong: Vec<String> = edges()
+        .into_iter()
+        .filter(|e| controllers.contains(&top(&e.from)) && controllers.contains(&top(&e.to)))
+        .filter(|e| top(&e.from) != top(&e.to))
+        .map(|e| format!("  {e}"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "the PgInstance and PgBackup controllers share crate::context, not each other:\n{}",
         wrong.join("\n")
     );
 }
