@@ -44,6 +44,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::{
     act::{self, Plan},
     apply::{self, Applied},
+    build,
     conditions::transitions,
     context::{Context, backoff, instance_ref, note, scoped_api},
     error::{Error, Problems, Result, chain},
@@ -220,8 +221,8 @@ fn new_password(instance: &PgInstance, observed: &Observed) -> String {
 /// The pipeline: observe → validate → act (decide) → build → apply → act
 /// (carry out) → status.
 pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Action> {
-    let now = Timestamp::now();
     let observed = Box::pin(observe::observe(&ctx.client, ctx.exec.as_ref(), instance)).await?;
+    let now = Timestamp::now();
     let valid = match validate::validate(instance, &observed) {
         Ok(valid) => valid,
         Err(problems) => return Box::pin(refuse(instance, &observed, problems, ctx, now)).await,
@@ -236,7 +237,7 @@ pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Acti
     .await;
     let current = Box::pin(record_operation(instance, &plan, ctx)).await?;
     let password = new_password(instance, &observed);
-    let desired = crate::build::build_with(instance, &valid, &observed, &password, &plan.run);
+    let desired = build::build_with(instance, &valid, &observed, &password, &plan.run);
     let applied = Box::pin(apply::apply(&ctx.client, desired, &observed)).await?;
     announce_applied(ctx, instance, &applied).await;
     act::carry_out(&ctx.client, instance, &plan, &observed).await?;
