@@ -4,8 +4,7 @@
 //! `pendingRestart` and `lastRestart`, the restart operation, and the
 //! Progressing conditions that say a configuration is not loaded yet.
 //!
-//! A restart waits for any other operation; a reload does not start while
-//! one runs (the pod is about to restart anyway).
+//! A restart waits for any other operation, and so does a reload.
 
 use std::collections::BTreeMap;
 

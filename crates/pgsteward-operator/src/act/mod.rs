@@ -20,6 +20,11 @@
 //!
 //! Backup health ([`backup_health`]) is no operation: it reads the report.
 //!
+//! An operation's module sets only its own status fields and conditions
+//! in the [`Plan`]; what is Degraded, and what waits, it hands to this
+//! module, which gathers them into one Degraded condition and
+//! `status.waiting`.
+//!
 //! `act` may use the steps before it (observe, validate, build, apply) and
 //! leaf modules; never `status` or a controller. Its decisions take values
 //! and return values (the time is a parameter); [`decide`] and [`carry_out`]

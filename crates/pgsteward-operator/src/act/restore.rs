@@ -1,6 +1,7 @@
 //! In-place restores (`spec.restore`) and the restore before the first start
 //! (`spec.bootstrap.recovery`): the restore state machine, the Restoring
-//! condition, `status.lastRestore`, the restore request on the pod template
+//! condition (and Progressing when a bootstrap restore was refused),
+//! `status.lastRestore`, the restore request on the pod template
 //! (`Run::restore`) and the restore events.
 //!
 //! A restore runs on the current major (whose backups it reads), so it goes
