@@ -118,6 +118,12 @@ impl Quantity {
     }
 }
 
+/// The volume to request for `data_size` of data: `ceil(sizeFactor × size)`,
+/// room for a restore's second copy of the data (DESIGN.md, storage sizing).
+pub fn volume_size(data_size: Quantity, size_factor: f64) -> Quantity {
+    data_size.scale_up(size_factor)
+}
+
 impl PartialEq for Quantity {
     fn eq(&self, other: &Self) -> bool {
         self.millis == other.millis

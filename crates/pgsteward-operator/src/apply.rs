@@ -1,5 +1,6 @@
 //! Step 4, apply: server-side apply of every desired object, with one field
-//! manager (`pgsteward`), `force`, and owner references set by `build`.
+//! manager (`pgsteward`), `force`, and owner references set by `build`. It
+//! writes the owned objects and nothing else (not status, not the pod).
 //!
 //! Nothing is written when the live object already holds every field we
 //! would apply (compared field by field, see [`is_applied`]): an idle
@@ -18,8 +19,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use crate::{
-    build::{DesiredObjects, FIELD_MANAGER},
+    build::DesiredObjects,
     error::{Error, Result},
+    names::FIELD_MANAGER,
     observe::Observed,
 };
 
@@ -131,7 +133,7 @@ pub async fn apply(
         service,
         headless_service,
         statefulset,
-        data_claim_expansion,
+        data_claim_expansions,
     } = desired;
     let mut written = Vec::new();
     apply_one(
@@ -160,7 +162,7 @@ pub async fn apply(
         &mut written,
     )
     .await?;
-    if let Some(claim) = data_claim_expansion {
+    for claim in data_claim_expansions {
         let live: Option<&PersistentVolumeClaim> = None;
         apply_one(client, claim, live, &mut written).await?;
     }

@@ -15,6 +15,11 @@
 //!   Running and execs again with the same id: `backup.sh` then prints the
 //!   result it already has, or exits 5 while that backup still holds the
 //!   lock (checked again later). No backup is taken twice.
+//!
+//! The decisions are [`crate::act::backup`]'s; this module does the I/O
+//! around them and writes PgBackup status only, never the instance's. It
+//! shares [`crate::context`] with the PgInstance controller and imports
+//! nothing of it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,17 +29,26 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
     core::error_boundary::DeserializeGuard,
-    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, EventType},
+        reflector::ObjectRef,
+        watcher,
+    },
 };
 use pgsteward_api::{PgBackup, PgBackupStatus, PgInstance, backup::BackupPhase};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
-    act::{self, BackupGate},
-    build::{FIELD_MANAGER, names},
-    controller::{Context, scoped_api},
+    act::backup::{
+        BackupGate, backup_command, backup_gate, backup_status_from_result,
+        backup_status_without_result,
+    },
+    context::{Context, backoff, note, scoped_api},
     error::{Error, Result, chain},
     image_state::{self, BackupResult},
+    names::{self, FIELD_MANAGER},
 };
 
 /// How long one backup may take before the operator stops waiting for
@@ -82,23 +96,19 @@ async fn write(client: &Client, backup: &PgBackup, status: &PgBackupStatus) -> R
 /// A Normal event when a backup succeeded, a Warning when it failed, on
 /// the PgBackup (`kubectl describe pgbackup`).
 async fn publish(ctx: &Context, backup: &PgBackup, phase: BackupPhase, message: String) {
-    use kube::runtime::events::{Event, EventType};
     let (type_, reason) = match phase {
         BackupPhase::Succeeded => (EventType::Normal, "BackupSucceeded"),
         _ => (EventType::Warning, "BackupFailed"),
     };
     ctx.metrics.operation_event(reason);
-    let reference = backup.object_ref(&());
     let event = Event {
         type_,
         reason: reason.into(),
-        note: crate::controller::note(message),
+        note: note(message),
         action: "Backup".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        warn!(error = %chain(&e), "could not publish event");
-    }
+    ctx.publish(&backup.object_ref(&()), event).await;
 }
 
 /// Reconcile one PgBackup.
@@ -123,33 +133,7 @@ async fn reconcile_backup(backup: &PgBackup, ctx: &Context) -> Result<Action> {
     {
         return Ok(Action::await_change());
     }
-    let ns = backup.namespace().unwrap_or_else(|| "default".into());
-    let target = &backup.spec.instance_ref.name;
-    let instance = Api::<PgInstance>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(target)
-        .await
-        .map_err(|source| Error::Observe {
-            kind: "PgInstance".into(),
-            name: target.clone(),
-            source,
-        })?;
-    let gate = if prior.phase == Some(BackupPhase::Running) && instance.is_some() {
-        // Under way: resume whatever the instance does now.
-        BackupGate::Go
-    } else {
-        let others = Api::<PgBackup>::namespaced(ctx.client.clone(), &ns)
-            .list(&ListParams::default())
-            .await
-            .map_err(|source| Error::Observe {
-                kind: "PgBackup".into(),
-                name: "*".into(),
-                source,
-            })?
-            .items;
-        act::backup_gate(backup, instance.as_ref(), &others)
-    };
-    let id = backup.uid().unwrap_or_else(|| backup.name_any());
-    match gate {
+    match gate(backup, &prior, ctx).await? {
         BackupGate::Fail(message) => {
             info!(%message, "backup refused");
             let next = PgBackupStatus {
@@ -174,86 +158,127 @@ async fn reconcile_backup(backup: &PgBackup, ctx: &Context) -> Result<Action> {
             write(&ctx.client, backup, &next).await?;
             Ok(Action::requeue(WAIT))
         }
-        BackupGate::Go => {
-            let pod = names::pod(target);
-            // A retry of this same backup (the lock was held, the pod could
-            // not be reached) keeps the message that says why: alternating
-            // between two texts would make each write a watch event that
-            // starts this reconcile, and the exec, again at once (seen
-            // against a real API server: 130 execs in 30 s).
-            let retry = prior.phase == Some(BackupPhase::Running)
-                && prior.backup_id.as_deref() == Some(id.as_str());
-            let running = PgBackupStatus {
-                phase: Some(BackupPhase::Running),
-                started_at: prior.started_at.clone().or_else(|| {
-                    Some(
-                        Timestamp::from_second(Timestamp::now().as_second())
-                            .unwrap_or(Timestamp::now())
-                            .to_string(),
-                    )
-                }),
-                backup_id: Some(id.clone()),
-                message: if retry {
-                    prior.message.clone()
-                } else {
-                    Some(format!("backup.sh --id {id} runs in pod {pod}"))
-                },
-                observed_generation: backup.metadata.generation,
-                ..prior.clone()
-            };
-            write(&ctx.client, backup, &running).await?;
-            let command = act::backup_command(&id, backup.spec.permanent.unwrap_or(false));
-            let out = match ctx.exec.exec(&ns, &pod, command, BACKUP_TIMEOUT).await {
-                Ok(out) => out,
-                Err(e) => {
-                    let text = chain(&e);
-                    warn!(error = %text, "backup exec failed; retrying with the same id");
-                    let next = PgBackupStatus {
-                        message: Some(format!(
-                            "could not reach pod {pod} ({text}); retrying with the same id"
-                        )),
-                        ..running.clone()
-                    };
-                    let mut current = backup.clone();
-                    current.status = Some(running);
-                    write(&ctx.client, &current, &next).await?;
-                    return Ok(Action::requeue(WAIT));
-                }
-            };
-            let mut current = backup.clone();
-            current.status = Some(running.clone());
-            let next = match image_state::last_json_object::<BackupResult>(&out.stdout) {
-                Ok(result) if result.id == id => {
-                    act::backup_status_from_result(&running, &result, out.exit_code)
-                }
-                _ => {
-                    match act::backup_status_without_result(&running, out.exit_code, &out.stderr) {
-                        Some(s) => s,
-                        None => {
-                            let next = PgBackupStatus {
-                                message: Some(format!(
-                                    "another backup holds the lock in pod {pod} (a scheduled one, or this one still running); checking again in {} s",
-                                    WAIT.as_secs()
-                                )),
-                                ..running
-                            };
-                            write(&ctx.client, &current, &next).await?;
-                            return Ok(Action::requeue(WAIT));
-                        }
-                    }
-                }
-            };
-            info!(phase = ?next.phase, message = ?next.message, "backup finished");
-            write(&ctx.client, &current, &next).await?;
-            if let Some(phase @ (BackupPhase::Succeeded | BackupPhase::Failed)) = next.phase {
-                publish(ctx, backup, phase, next.message.clone().unwrap_or_default()).await;
-            }
-            Ok(match next.phase {
-                Some(BackupPhase::Running) => Action::requeue(WAIT),
-                _ => Action::await_change(),
-            })
-        }
+        BackupGate::Go => run_backup(backup, &prior, ctx).await,
     }
+}
+
+/// Read the instance (and the other PgBackups) and decide whether the
+/// backup may run.
+async fn gate(backup: &PgBackup, prior: &PgBackupStatus, ctx: &Context) -> Result<BackupGate> {
+    let ns = backup.namespace().unwrap_or_else(|| "default".into());
+    let target = &backup.spec.instance_ref.name;
+    let instance = Api::<PgInstance>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(target)
+        .await
+        .map_err(|source| Error::Observe {
+            kind: "PgInstance".into(),
+            name: target.clone(),
+            source,
+        })?;
+    if prior.phase == Some(BackupPhase::Running) && instance.is_some() {
+        // Under way: resume whatever the instance does now.
+        return Ok(BackupGate::Go);
+    }
+    let others = Api::<PgBackup>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::Observe {
+            kind: "PgBackup".into(),
+            name: "*".into(),
+            source,
+        })?
+        .items;
+    Ok(backup_gate(backup, instance.as_ref(), &others))
+}
+
+/// The Running status written before the exec.
+fn running_status(
+    backup: &PgBackup,
+    prior: &PgBackupStatus,
+    id: &str,
+    pod: &str,
+) -> PgBackupStatus {
+    // A retry of this same backup (the lock was held, the pod could not be
+    // reached) keeps the message that says why: alternating between two
+    // texts would make each write a watch event that starts this reconcile,
+    // and the exec, again at once (seen against a real API server: 130
+    // execs in 30 s).
+    let retry = prior.phase == Some(BackupPhase::Running) && prior.backup_id.as_deref() == Some(id);
+    let now = Timestamp::now();
+    PgBackupStatus {
+        phase: Some(BackupPhase::Running),
+        started_at: prior.started_at.clone().or_else(|| {
+            Some(
+                Timestamp::from_second(now.as_second())
+                    .unwrap_or(now)
+                    .to_string(),
+            )
+        }),
+        backup_id: Some(id.to_string()),
+        message: if retry {
+            prior.message.clone()
+        } else {
+            Some(format!("backup.sh --id {id} runs in pod {pod}"))
+        },
+        observed_generation: backup.metadata.generation,
+        ..prior.clone()
+    }
+}
+
+/// Write Running, exec `backup.sh` in the instance's pod, and write what
+/// it reported.
+async fn run_backup(backup: &PgBackup, prior: &PgBackupStatus, ctx: &Context) -> Result<Action> {
+    let ns = backup.namespace().unwrap_or_else(|| "default".into());
+    let id = backup.uid().unwrap_or_else(|| backup.name_any());
+    let pod = names::pod(&backup.spec.instance_ref.name, 0);
+    let running = running_status(backup, prior, &id, &pod);
+    write(&ctx.client, backup, &running).await?;
+    let mut current = backup.clone();
+    current.status = Some(running.clone());
+    let command = backup_command(&id, backup.spec.permanent.unwrap_or(false));
+    let out = match ctx.exec.exec(&ns, &pod, command, BACKUP_TIMEOUT).await {
+        Ok(out) => out,
+        Err(e) => {
+            let text = chain(&e);
+            warn!(error = %text, "backup exec failed; retrying with the same id");
+            let next = PgBackupStatus {
+                message: Some(format!(
+                    "could not reach pod {pod} ({text}); retrying with the same id"
+                )),
+                ..running
+            };
+            write(&ctx.client, &current, &next).await?;
+            return Ok(Action::requeue(WAIT));
+        }
+    };
+    let next = match image_state::last_json_object::<BackupResult>(&out.stdout) {
+        Ok(result) if result.id == id => {
+            backup_status_from_result(&running, &result, out.exit_code)
+        }
+        _ => match backup_status_without_result(&running, out.exit_code, &out.stderr) {
+            Some(s) => s,
+            None => {
+                let next = PgBackupStatus {
+                    message: Some(format!(
+                        "another backup holds the lock in pod {pod} (a scheduled one, or this one still running); checking again in {} s",
+                        WAIT.as_secs()
+                    )),
+                    ..running
+                };
+                write(&ctx.client, &current, &next).await?;
+                return Ok(Action::requeue(WAIT));
+            }
+        },
+    };
+    info!(phase = ?next.phase, message = ?next.message, "backup finished");
+    write(&ctx.client, &current, &next).await?;
+    if let Some(phase @ (BackupPhase::Succeeded | BackupPhase::Failed)) = next.phase {
+        publish(ctx, backup, phase, next.message.clone().unwrap_or_default()).await;
+    }
+    Ok(match next.phase {
+        Some(BackupPhase::Running) => Action::requeue(WAIT),
+        _ => Action::await_change(),
+    })
 }
 
 /// Retry after an API error.
@@ -263,7 +288,7 @@ pub fn error_policy(
     _ctx: Arc<Context>,
 ) -> Action {
     warn!(error = %chain(err), "PgBackup reconcile failed");
-    Action::requeue(crate::controller::backoff(3, err.api_status()))
+    Action::requeue(backoff(3, err.api_status()))
 }
 
 /// The PgBackups to look at again when `instance` changes: those in its
@@ -294,22 +319,6 @@ pub fn backups_of_instance(
         })
         .map(|guard| ObjectRef::from_obj(guard.as_ref()))
         .collect()
-}
-
-/// The instance to look at again when `backup` changes: its own, once the
-/// backup has finished, so `status.lastBackup` and `BackupHealthy` show it
-/// now rather than at the next resync.
-pub fn instance_of_finished_backup(
-    backup: &DeserializeGuard<PgBackup>,
-) -> Option<ObjectRef<DeserializeGuard<PgInstance>>> {
-    let b = backup.0.as_ref().ok()?;
-    let finished = matches!(
-        b.status.as_ref().and_then(|s| s.phase),
-        Some(BackupPhase::Succeeded | BackupPhase::Failed)
-    );
-    finished.then(|| {
-        crate::controller::instance_ref(&b.spec.instance_ref.name, b.metadata.namespace.as_deref())
-    })
 }
 
 /// Run the PgBackup controller for one namespace (or all) until shutdown.

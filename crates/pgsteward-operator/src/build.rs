@@ -1,6 +1,10 @@
 //! Step 3, build: pure functions from a validated spec and the observation to
-//! every object the instance should have. No I/O here; `apply` writes what
-//! this returns.
+//! every object the instance should have, for every pod `names::ordinals`
+//! lists. No I/O here; `apply` writes what this returns.
+//!
+//! Owns the shape of every object, the pod's environment and the [`Run`]
+//! type in which `act` says what the pod runs. May use `observe`, `validate`
+//! and leaf modules; never `act` (it takes act's decision as a value).
 
 use std::collections::BTreeMap;
 
@@ -29,10 +33,12 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 use pgsteward_api::{PgInstance, instance::BackupSpec, quantity::Quantity};
 
-use crate::{observe::Observed, validate::ValidSpec};
+use crate::{
+    names::{self, DATA_VOLUME},
+    observe::Observed,
+    validate::ValidSpec,
+};
 
-/// The field manager of every write the operator makes.
-pub const FIELD_MANAGER: &str = "pgsteward";
 /// Where the image keeps everything persistent (`PGSTEWARD_VOLUME`).
 pub const VOLUME_PATH: &str = "/var/lib/postgresql";
 /// The image's config directory; conf.d is mounted below it.
@@ -45,8 +51,6 @@ pub const GCS_KEY_DIR: &str = "/etc/pgsteward/gcs";
 pub const PORT: i32 = 5432;
 /// uid and gid of `postgres` in the official image.
 pub const POSTGRES_UID: i64 = 999;
-/// The name of the volume claim template (the PVC is `data-<name>-0`).
-pub const DATA_VOLUME: &str = "data";
 /// Seconds a pod gets to stop: the preStop fast shutdown (which writes a
 /// shutdown checkpoint) has `PRESTOP_TIMEOUT` of them.
 pub const TERMINATION_GRACE_SECONDS: i64 = 120;
@@ -91,31 +95,6 @@ impl Settings {
     }
 }
 
-/// Names of the objects an instance owns.
-pub mod names {
-    pub fn config_map(instance: &str) -> String {
-        format!("{instance}-config")
-    }
-    pub fn superuser_secret(instance: &str) -> String {
-        format!("{instance}-superuser")
-    }
-    pub fn service(instance: &str) -> String {
-        instance.to_string()
-    }
-    pub fn headless_service(instance: &str) -> String {
-        format!("{instance}-hl")
-    }
-    pub fn statefulset(instance: &str) -> String {
-        instance.to_string()
-    }
-    pub fn pod(instance: &str) -> String {
-        format!("{instance}-0")
-    }
-    pub fn data_claim(instance: &str) -> String {
-        format!("{}-{instance}-0", super::DATA_VOLUME)
-    }
-}
-
 /// Every object the instance should have. `apply` destructures this without
 /// `..`, so adding a field here fails to compile until it is applied.
 #[derive(Clone, Debug, PartialEq)]
@@ -128,9 +107,9 @@ pub struct DesiredObjects {
     pub service: Service,
     pub headless_service: Service,
     pub statefulset: StatefulSet,
-    /// A larger request on the existing data claim, when `storage.size` grew
-    /// (a StatefulSet's claim templates cannot change).
-    pub data_claim_expansion: Option<PersistentVolumeClaim>,
+    /// A larger request on each pod's existing data claim, when
+    /// `storage.size` grew (a StatefulSet's claim templates cannot change).
+    pub data_claim_expansions: Vec<PersistentVolumeClaim>,
 }
 
 /// What the pod runs, as `act` decided: normally the spec's major and
@@ -214,7 +193,7 @@ pub fn build_with(
         service: service(instance, false),
         headless_service: service(instance, true),
         statefulset: statefulset(instance, valid, observed, run),
-        data_claim_expansion: data_claim_expansion(&name, instance, valid, observed),
+        data_claim_expansions: data_claim_expansions(&name, instance, valid, observed),
     }
 }
 
@@ -363,11 +342,6 @@ fn service(instance: &PgInstance, headless: bool) -> Service {
 
 // ---------------------------------------------------------------- storage
 
-/// The volume size for a data size: `ceil(sizeFactor × size)`.
-pub fn volume_size(data_size: Quantity, size_factor: f64) -> Quantity {
-    data_size.scale_up(size_factor)
-}
-
 fn current_template_storage(observed: &Observed) -> Option<(String, Option<String>)> {
     let sts = observed.statefulset.as_ref()?;
     let t = sts
@@ -389,40 +363,47 @@ fn current_template_storage(observed: &Observed) -> Option<(String, Option<Strin
     Some((size, spec.storage_class_name.clone()))
 }
 
-fn data_claim_expansion(
+/// A larger request on each existing data claim, when `storage.size` grew.
+fn data_claim_expansions(
     name: &str,
     instance: &PgInstance,
     valid: &ValidSpec,
     observed: &Observed,
-) -> Option<PersistentVolumeClaim> {
-    let claim = observed.data_claim.as_ref()?;
-    let current = claim
-        .spec
-        .as_ref()?
-        .resources
-        .as_ref()?
-        .requests
-        .as_ref()?
-        .get("storage")
-        .and_then(|q| Quantity::parse(&q.0).ok())?;
-    (valid.volume_size > current).then(|| PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some(names::data_claim(name)),
-            namespace: instance.namespace(),
-            ..Default::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    K8sQuantity(valid.volume_size.to_string()),
-                )])),
+) -> Vec<PersistentVolumeClaim> {
+    observed
+        .pods
+        .iter()
+        .filter_map(|pod| {
+            let claim = pod.data_claim.as_ref()?;
+            let current = claim
+                .spec
+                .as_ref()?
+                .resources
+                .as_ref()?
+                .requests
+                .as_ref()?
+                .get("storage")
+                .and_then(|q| Quantity::parse(&q.0).ok())?;
+            (valid.volume_size > current).then(|| PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(names::data_claim(name, pod.ordinal)),
+                    namespace: instance.namespace(),
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_string(),
+                            K8sQuantity(valid.volume_size.to_string()),
+                        )])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
+            })
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------- env
@@ -822,32 +803,12 @@ fn statefulset(
             spec.storage.storage_class_name.clone(),
         )
     });
-    let container = Container {
-        name: "postgres".into(),
-        image: Some(run.image.clone()),
-        image_pull_policy: Some("IfNotPresent".into()),
-        env: Some(container_env_for(instance, run)),
-        ports: Some(vec![ContainerPort {
-            name: Some("postgres".into()),
-            container_port: PORT,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
-        resources: spec.resources.clone(),
-        startup_probe: Some(startup_probe()),
-        readiness_probe: Some(readiness_probe()),
-        liveness_probe: Some(liveness_probe()),
-        lifecycle: Some(pre_stop()),
-        security_context: Some(container_security_context()),
-        volume_mounts: Some(mounts),
-        termination_message_path: Some(TERMINATION_MESSAGE_PATH.into()),
-        termination_message_policy: Some("File".into()),
-        ..Default::default()
-    };
+    let container = postgres_container(instance, run, mounts);
     StatefulSet {
         metadata: meta(instance, names::statefulset(&name), true),
         spec: Some(StatefulSetSpec {
-            replicas: Some(1),
+            // One pod per ordinal `observe` reads.
+            replicas: Some(names::ordinals(instance).len() as i32),
             service_name: Some(names::headless_service(&name)),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&name)),
@@ -888,26 +849,54 @@ fn statefulset(
                     ..Default::default()
                 }),
             },
-            volume_claim_templates: Some(vec![PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some(DATA_VOLUME.into()),
-                    labels: Some(labels(&name)),
-                    ..Default::default()
-                },
-                spec: Some(PersistentVolumeClaimSpec {
-                    access_modes: Some(vec!["ReadWriteOnce".into()]),
-                    storage_class_name: class,
-                    resources: Some(VolumeResourceRequirements {
-                        requests: Some(BTreeMap::from([(
-                            "storage".to_string(),
-                            K8sQuantity(size),
-                        )])),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
+            volume_claim_templates: Some(vec![data_claim_template(&name, size, class)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The postgres container: the image and environment `act` decided.
+fn postgres_container(instance: &PgInstance, run: &Run, mounts: Vec<VolumeMount>) -> Container {
+    Container {
+        name: "postgres".into(),
+        image: Some(run.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        env: Some(container_env_for(instance, run)),
+        ports: Some(vec![ContainerPort {
+            name: Some("postgres".into()),
+            container_port: PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        resources: instance.spec.resources.clone(),
+        startup_probe: Some(startup_probe()),
+        readiness_probe: Some(readiness_probe()),
+        liveness_probe: Some(liveness_probe()),
+        lifecycle: Some(pre_stop()),
+        security_context: Some(container_security_context()),
+        volume_mounts: Some(mounts),
+        termination_message_path: Some(TERMINATION_MESSAGE_PATH.into()),
+        termination_message_policy: Some("File".into()),
+        ..Default::default()
+    }
+}
+
+/// The claim template of every pod's data volume.
+fn data_claim_template(name: &str, size: String, class: Option<String>) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.into()),
+            labels: Some(labels(name)),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: class,
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_string(), K8sQuantity(size))])),
                 ..Default::default()
-            }]),
+            }),
             ..Default::default()
         }),
         ..Default::default()

@@ -1,12 +1,17 @@
-//! The reconcile of one PgInstance: observe → validate → build → apply →
-//! status, wrapped in a finalizer for cleanup, with events, metrics and
-//! per-instance backoff on errors.
+//! The PgInstance controller. [`apply_instance`] is the reconcile
+//! pipeline, each step called once, in order (DESIGN.md):
+//!
+//! ```text
+//! observe → validate → act (decide) → build → apply → act (carry out) → status
+//! ```
+//!
+//! `act` is entered twice because what `build` makes depends on its
+//! decision (which image runs, which request is on the pod template) and
+//! what it does to the pod must follow the apply. Around the pipeline, and
+//! only here: the finalizer that runs cleanup, events, metrics and the
+//! per-instance backoff. The steps themselves publish nothing.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Instant};
 
 use futures::StreamExt;
 use k8s_openapi::{
@@ -14,33 +19,38 @@ use k8s_openapi::{
         apps::v1::StatefulSet,
         core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service},
     },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
     jiff::Timestamp,
 };
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     api::DeleteParams,
     core::error_boundary::DeserializeGuard,
     runtime::{
         Controller,
         controller::Action,
-        events::{Event, EventType, Recorder, Reporter},
+        events::{Event, EventType},
         finalizer::{self, finalizer},
         reflector::ObjectRef,
         watcher,
     },
 };
-use pgsteward_api::{PgBackup, PgInstance, instance::condition_type};
+use pgsteward_api::{
+    PgBackup, PgInstance, PgInstanceStatus, backup::BackupPhase, instance::condition_type,
+};
 use rand::RngExt;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
-    act, apply,
-    build::{self, Settings, names},
-    error::{Error, Result, chain},
-    exec::{KubeExec, PodExec},
-    image_state::{self, StatusReport},
-    metrics::Metrics,
-    observe, status, validate,
+    act::{self, Plan},
+    apply::{self, Applied},
+    build,
+    conditions::transitions,
+    context::{Context, backoff, instance_ref, note, scoped_api},
+    error::{Error, Problems, Result, chain},
+    names,
+    observe::{self, Observed},
+    status, validate,
 };
 
 /// The finalizer that runs cleanup before a PgInstance goes away.
@@ -50,116 +60,7 @@ pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=pgsteward";
 /// The instances' pods (their StatefulSets' template labels).
 pub const POD_SELECTOR: &str = "app.kubernetes.io/name=pgsteward-postgres";
 /// Requeue after a successful reconcile of a ready instance (a resync).
-pub const RESYNC: Duration = Duration::from_secs(300);
-/// Requeue while an instance is not ready yet, to refresh its messages.
-pub const RECHECK: Duration = Duration::from_secs(30);
-
-/// What every reconcile shares.
-pub struct Context {
-    pub client: Client,
-    pub settings: Settings,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    /// How operations reach the instance's pod.
-    pub exec: Arc<dyn PodExec>,
-    /// Consecutive failures per instance (`namespace/name`), for backoff.
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-impl Context {
-    pub fn new(
-        client: Client,
-        settings: Settings,
-        metrics: Arc<Metrics>,
-        instance: Option<String>,
-    ) -> Self {
-        let reporter = Reporter {
-            controller: "pgsteward".into(),
-            instance,
-        };
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            exec: Arc::new(KubeExec {
-                client: client.clone(),
-            }),
-            client,
-            settings,
-            metrics,
-            failures: Mutex::default(),
-        }
-    }
-
-    /// Reach pods through `exec` instead of kube's websocket exec (tests).
-    pub fn with_exec(mut self, exec: Arc<dyn PodExec>) -> Self {
-        self.exec = exec;
-        self
-    }
-}
-
-/// How long `pgsteward-status`, `cat` and `pg_ctl reload` may take.
-pub const SHORT_EXEC: Duration = Duration::from_secs(30);
-
-/// What the pod's status says about the postgres container.
-#[derive(Debug, Default)]
-struct ContainerState {
-    running: bool,
-    /// The last exit code while it is not running.
-    exit: Option<i32>,
-    image: Option<String>,
-    /// The termination message of its current or last run.
-    termination_message: Option<String>,
-}
-
-fn container_state(pod: &k8s_openapi::api::core::v1::Pod) -> ContainerState {
-    let status = pod.status.as_ref();
-    let phase_running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
-    let image = pod
-        .spec
-        .as_ref()
-        .and_then(|s| {
-            s.containers
-                .iter()
-                .find(|c| c.name == crate::exec::CONTAINER)
-        })
-        .and_then(|c| c.image.clone());
-    let Some(cs) = status
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|all| all.iter().find(|c| c.name == crate::exec::CONTAINER))
-    else {
-        return ContainerState {
-            running: phase_running,
-            image,
-            ..Default::default()
-        };
-    };
-    let state = cs.state.as_ref();
-    let terminated = state
-        .and_then(|s| s.terminated.as_ref())
-        .or_else(|| cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()));
-    let termination_message = terminated.and_then(|t| t.message.clone());
-    if state.is_some_and(|s| s.running.is_some()) {
-        return ContainerState {
-            running: true,
-            image,
-            termination_message,
-            ..Default::default()
-        };
-    }
-    ContainerState {
-        running: false,
-        exit: terminated.map(|t| t.exit_code),
-        image,
-        termination_message,
-    }
-}
-
-/// The results in a termination message (anything else, such as a message
-/// from another image, reads as none).
-fn termination_results(message: Option<&str>) -> image_state::TerminationMessage {
-    message
-        .and_then(|m| image_state::parse::<image_state::TerminationMessage>(m).ok())
-        .unwrap_or_default()
-}
+pub const RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The instance a pod belongs to (its `app.kubernetes.io/instance` label,
 /// in its namespace): a container that exits or starts is acted on at once,
@@ -171,83 +72,21 @@ pub fn instance_of_pod(pod: &impl Resource) -> Option<ObjectRef<DeserializeGuard
     Some(instance_ref(name, meta.namespace.as_deref()))
 }
 
-/// The reference a watch mapper returns for the PgInstance `name` in
-/// `namespace`.
-pub fn instance_ref(
-    name: &str,
-    namespace: Option<&str>,
-) -> ObjectRef<DeserializeGuard<PgInstance>> {
-    let r = ObjectRef::new(name);
-    match namespace {
-        Some(ns) => r.within(ns),
-        None => r,
-    }
+/// The instance to look at again when `backup` changes: its own, once the
+/// backup has finished, so `status.lastBackup` and `BackupHealthy` show it
+/// now rather than at the next resync.
+pub fn instance_of_finished_backup(
+    backup: &DeserializeGuard<PgBackup>,
+) -> Option<ObjectRef<DeserializeGuard<PgInstance>>> {
+    let b = backup.0.as_ref().ok()?;
+    let finished = matches!(
+        b.status.as_ref().and_then(|s| s.phase),
+        Some(BackupPhase::Succeeded | BackupPhase::Failed)
+    );
+    finished.then(|| instance_ref(&b.spec.instance_ref.name, b.metadata.namespace.as_deref()))
 }
 
-/// Run `pgsteward-status` in the pod, when its container runs.
-async fn read_report(ctx: &Context, ns: &str, pod: &str) -> Option<StatusReport> {
-    match ctx
-        .exec
-        .exec(ns, pod, vec!["pgsteward-status".into()], SHORT_EXEC)
-        .await
-    {
-        Ok(out) if out.exit_code == 0 => match image_state::parse(&out.stdout) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                warn!(pod, error = %chain(&e), "pgsteward-status printed something else");
-                None
-            }
-        },
-        Ok(out) => {
-            warn!(pod, code = out.exit_code, stderr = %out.stderr.trim(), "pgsteward-status failed");
-            None
-        }
-        Err(e) => {
-            debug!(pod, error = %chain(&e), "pgsteward-status could not run");
-            None
-        }
-    }
-}
-
-/// Reload the configuration once the mounted files match the ConfigMap.
-/// Returns whether the server re-read them.
-async fn reload_config(ctx: &Context, ns: &str, pod: &str, instance: &PgInstance) -> bool {
-    let files = build::conf_d(instance);
-    if !files.is_empty() {
-        match ctx
-            .exec
-            .exec(ns, pod, act::mounted_config_command(&files), SHORT_EXEC)
-            .await
-        {
-            Ok(out) if out.exit_code == 0 && act::mounted_config_matches(&files, &out.stdout) => {}
-            Ok(_) => {
-                debug!(pod, "the mounted conf.d does not match the ConfigMap yet");
-                return false;
-            }
-            Err(e) => {
-                debug!(pod, error = %chain(&e), "could not read the mounted conf.d");
-                return false;
-            }
-        }
-    }
-    match ctx
-        .exec
-        .exec(ns, pod, act::reload_command(), SHORT_EXEC)
-        .await
-    {
-        Ok(out) if out.exit_code == 0 => true,
-        Ok(out) => {
-            warn!(pod, code = out.exit_code, stderr = %out.stderr.trim(), "pg_ctl reload failed");
-            false
-        }
-        Err(e) => {
-            debug!(pod, error = %chain(&e), "could not reload");
-            false
-        }
-    }
-}
-
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+fn key_of(meta: &ObjectMeta) -> String {
     format!(
         "{}/{}",
         meta.namespace.as_deref().unwrap_or_default(),
@@ -255,7 +94,7 @@ fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> 
     )
 }
 
-fn reference(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectReference {
+fn reference(meta: &ObjectMeta) -> ObjectReference {
     ObjectReference {
         api_version: Some(PgInstance::api_version(&()).into_owned()),
         kind: Some(PgInstance::kind(&()).into_owned()),
@@ -266,28 +105,23 @@ fn reference(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) 
     }
 }
 
-/// Events notes are limited to 1 kB.
-pub(crate) fn note(text: String) -> Option<String> {
-    let mut text = text;
-    if text.len() > 1000 {
-        let mut cut = 1000;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    Some(text)
-}
-
+/// Publish an event about the PgInstance `meta` names.
 async fn publish(
     ctx: &Context,
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    ev: Event,
+    meta: &ObjectMeta,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    text: String,
 ) {
-    if let Err(e) = ctx.recorder.publish(&ev, &reference(meta)).await {
-        warn!(error = %chain(&e), reason = %ev.reason, "could not publish event");
-    }
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: note(text),
+        action: action.into(),
+        secondary: None,
+    };
+    ctx.publish(&reference(meta), event).await;
 }
 
 /// The controller's reconcile: metrics, a Warning event on error.
@@ -313,7 +147,7 @@ pub async fn reconcile(
         );
         match &result {
             Ok(action) => {
-                ctx.failures.lock().expect("failures lock").remove(&key);
+                ctx.succeeded(&key);
                 debug!(?action, "reconciled");
             }
             Err(e) => {
@@ -322,13 +156,10 @@ pub async fn reconcile(
                 publish(
                     &ctx,
                     &meta,
-                    Event {
-                        type_: EventType::Warning,
-                        reason: e.event_reason().into(),
-                        note: note(text),
-                        action: "Reconcile".into(),
-                        secondary: None,
-                    },
+                    EventType::Warning,
+                    e.event_reason(),
+                    "Reconcile",
+                    text,
                 )
                 .await;
             }
@@ -339,8 +170,7 @@ pub async fn reconcile(
     .await
 }
 
-/// Requeue after a failure: exponential from 5 s to 5 min per instance,
-/// at least a minute on HTTP 429, with ±20 % jitter so retries spread out.
+/// Requeue after a failure, later after each one in a row (see [`backoff`]).
 pub fn error_policy(
     obj: Arc<DeserializeGuard<PgInstance>>,
     err: &Error,
@@ -350,24 +180,7 @@ pub fn error_policy(
         Ok(i) => &i.metadata,
         Err(invalid) => &invalid.metadata,
     };
-    let failures = {
-        let mut map = ctx.failures.lock().expect("failures lock");
-        let n = map.entry(key_of(meta)).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    };
-    Action::requeue(backoff(failures, err.api_status()))
-}
-
-/// The delay before retry number `failures` (1-based).
-pub fn backoff(failures: u32, http_status: Option<u16>) -> Duration {
-    let exp = failures.saturating_sub(1).min(6);
-    let mut secs = (5u64 << exp).min(300) as f64;
-    if http_status == Some(429) {
-        secs = secs.max(60.0);
-    }
-    let jitter = rand::rng().random_range(0.8..1.2);
-    Duration::from_secs_f64(secs * jitter)
+    Action::requeue(backoff(ctx.failed(&key_of(meta)), err.api_status()))
 }
 
 async fn reconcile_instance(instance: Arc<PgInstance>, ctx: &Context) -> Result<Action> {
@@ -391,7 +204,13 @@ async fn reconcile_instance(instance: Arc<PgInstance>, ctx: &Context) -> Result<
     })
 }
 
-fn new_password() -> String {
+/// The superuser password to create, when the operator creates the Secret
+/// (empty otherwise: it is not used).
+fn new_password(instance: &PgInstance, observed: &Observed) -> String {
+    if instance.spec.superuser_secret_ref.is_some() || observed.generated_superuser_secret.is_some()
+    {
+        return String::new();
+    }
     rand::rng()
         .sample_iter(rand::distr::Alphanumeric)
         .take(32)
@@ -399,242 +218,114 @@ fn new_password() -> String {
         .collect()
 }
 
-/// observe → validate → act (decide) → build → apply → act (pod) → status.
+/// The pipeline: observe → validate → act (decide) → build → apply → act
+/// (carry out) → status.
 pub async fn apply_instance(instance: &PgInstance, ctx: &Context) -> Result<Action> {
-    let observed = Box::pin(observe::observe(&ctx.client, instance)).await?;
+    let observed = Box::pin(observe::observe(&ctx.client, ctx.exec.as_ref(), instance)).await?;
     let now = Timestamp::now();
-    let ns = instance.namespace().unwrap_or_else(|| "default".into());
-    let pod_name = names::pod(&instance.name_any());
-    let container = observed
-        .pod
-        .as_ref()
-        .map(container_state)
-        .unwrap_or_default();
-    let mut report = if container.running {
-        Box::pin(read_report(ctx, &ns, &pod_name)).await
+    let valid = match validate::validate(instance, &observed) {
+        Ok(valid) => valid,
+        Err(problems) => return Box::pin(refuse(instance, &observed, problems, ctx, now)).await,
+    };
+    let plan = Box::pin(act::decide(
+        ctx.exec.as_ref(),
+        instance,
+        &ctx.settings,
+        &observed,
+        now,
+    ))
+    .await;
+    let current = Box::pin(record_operation(instance, &plan, ctx)).await?;
+    let password = new_password(instance, &observed);
+    let desired = build::build_with(instance, &valid, &observed, &password, &plan.run);
+    let applied = Box::pin(apply::apply(&ctx.client, desired, &observed)).await?;
+    announce_applied(ctx, instance, &applied).await;
+    act::carry_out(&ctx.client, instance, &plan, &observed).await?;
+    announce_plan(ctx, instance, &plan).await;
+    let health = status::Health::of_applied(&applied, &observed);
+    let next = status::applied_status(instance, &health, &applied, &plan, now);
+    Box::pin(write_status(&current, &next, ctx)).await?;
+    let ready = health.ready && health.rolled_out;
+    Ok(Action::requeue(if ready && plan.settled() {
+        RESYNC
     } else {
-        None
-    };
-    // Configuration: reload once the kubelet has updated the mounted files.
-    let desired_revision = act::config_revision(&build::conf_d(instance));
-    let prior_status = instance.status.clone().unwrap_or_default();
-    let mut config_revision = prior_status.config_revision.clone();
-    if report.as_ref().is_some_and(|r| r.server.running)
-        && config_revision.as_deref() != Some(desired_revision.as_str())
-        && prior_status.operation.is_none()
-        && Box::pin(reload_config(ctx, &ns, &pod_name, instance)).await
-    {
-        info!(revision = %desired_revision, "configuration reloaded");
-        config_revision = Some(desired_revision.clone());
-        report = Box::pin(read_report(ctx, &ns, &pod_name)).await.or(report);
-    }
-    match validate::validate(instance, &observed) {
-        Ok(valid) => {
-            let pod_uid = observed.pod.as_ref().and_then(|p| p.metadata.uid.clone());
-            // An exit code says something about an upgrade only when the
-            // pod runs the new image.
-            let spec_image = ctx.settings.image_for(instance);
-            let template_upgrade_id = observed
-                .statefulset
-                .as_ref()
-                .and_then(|sts| sts.spec.as_ref())
-                .and_then(|s| s.template.spec.as_ref())
-                .and_then(|p| {
-                    p.containers
-                        .iter()
-                        .find(|c| c.name == crate::exec::CONTAINER)
-                })
-                .and_then(|c| c.env.as_ref())
-                .and_then(|env| env.iter().find(|e| e.name == "PGSTEWARD_UPGRADE_ID"))
-                .and_then(|e| e.value.clone());
-            let pod_view = act::PodView {
-                uid: pod_uid.as_deref(),
-                template_upgrade_id: template_upgrade_id.as_deref(),
-                image: container.image.as_deref(),
-                running: container.running,
-                terminating: observed
-                    .pod
-                    .as_ref()
-                    .is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
-                container_exit: container
-                    .exit
-                    .filter(|_| container.image.as_deref() == Some(spec_image.as_str())),
-                terminated: termination_results(container.termination_message.as_deref()),
-            };
-            let plan = act::plan(instance, &ctx.settings, report.as_ref(), &pod_view, now);
-            // A new operation is recorded before anything changes, so a
-            // restarted operator resumes it instead of starting another.
-            let mut current = instance.clone();
-            if plan.record_first {
-                let mut first = prior_status.clone();
-                first.operation = plan.operation.clone();
-                first.last_restore = plan.last_restore.clone();
-                first.last_restart = plan.last_restart.clone();
-                Box::pin(write_status(&current, &first, ctx)).await?;
-                current.status = Some(first);
-            }
-            let password = if instance.spec.superuser_secret_ref.is_none()
-                && observed.generated_superuser_secret.is_none()
-            {
-                new_password()
-            } else {
-                String::new()
-            };
-            let desired = build::build_with(instance, &valid, &observed, &password, &plan.run);
-            let applied = Box::pin(apply::apply(&ctx.client, desired, &observed)).await?;
-            for w in &applied.written {
-                ctx.metrics
-                    .object_written(w.split('/').next().unwrap_or_default());
-            }
-            if !applied.written.is_empty() {
-                info!(objects = ?applied.written, "applied");
-                publish(
-                    ctx,
-                    &instance.metadata,
-                    Event {
-                        type_: EventType::Normal,
-                        reason: "Applied".into(),
-                        note: note(format!("applied {}", applied.written.join(", "))),
-                        action: "Apply".into(),
-                        secondary: None,
-                    },
-                )
-                .await;
-            }
-            if plan.restart_pod
-                && let Some(uid) = pod_uid.as_deref()
-            {
-                restart_pod(ctx, &ns, &pod_name, uid).await?;
-            }
-            for e in &plan.events {
-                ctx.metrics.operation_event(e.reason);
-                publish(
-                    ctx,
-                    &instance.metadata,
-                    Event {
-                        type_: if e.warning {
-                            EventType::Warning
-                        } else {
-                            EventType::Normal
-                        },
-                        reason: e.reason.into(),
-                        note: note(e.note.clone()),
-                        action: "Operate".into(),
-                        secondary: None,
-                    },
-                )
-                .await;
-            }
-            let health = status::Health::of_applied(&applied, &observed);
-            let image = applied
-                .statefulset
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.spec.as_ref())
-                .and_then(|p| p.containers.first())
-                .and_then(|c| c.image.clone())
-                .unwrap_or_else(|| plan.run.image.clone());
-            let mut next = status::desired_status_for(
-                instance,
-                &health,
-                None,
-                Some(&image),
-                plan.run.major,
-                now,
-            );
-            next.operation = plan.operation.clone();
-            next.failed_upgrade = plan.failed_upgrade.clone();
-            next.last_restore = plan.last_restore.clone();
-            next.last_backup = plan.last_backup.clone();
-            next.last_scheduled_backup = plan.last_scheduled_backup.clone();
-            next.first_recoverability_point = plan.first_recoverability_point.clone();
-            next.archiver = plan.archiver.clone();
-            next.waiting = plan.waiting.clone();
-            next.pending_restart = plan.pending_restart.clone();
-            next.last_restart = plan.last_restart.clone();
-            next.config_revision = config_revision.clone();
-            if let Some(v) = plan.postgres_version {
-                next.postgres_version = Some(v);
-            }
-            let mut conditions = plan.conditions.clone();
-            // Between a ConfigMap change and the reload (the kubelet updates
-            // mounted files within a minute or so) every object matches the
-            // spec, but the server does not run it yet: say so.
-            if report.as_ref().is_some_and(|r| r.server.running)
-                && config_revision.as_deref() != Some(desired_revision.as_str())
-                && !conditions
-                    .iter()
-                    .any(|c| c.type_ == condition_type::PROGRESSING)
-            {
-                conditions.push(status::condition(
-                    condition_type::PROGRESSING,
-                    "True",
-                    "ConfigPending",
-                    format!(
-                        "the configuration changed; PostgreSQL reloads it once the kubelet has updated the mounted conf.d files (checked every {} s)",
-                        RECHECK.as_secs()
-                    ),
-                    instance.metadata.generation,
-                ));
-            }
-            status::override_conditions(&mut next, &prior_status.conditions, conditions, now);
-            Box::pin(write_status(&current, &next, ctx)).await?;
-            let ready = health.ready && health.rolled_out;
-            let settled = next.operation.is_none()
-                && config_revision.as_deref() == Some(desired_revision.as_str());
-            Ok(Action::requeue(if ready && settled {
-                RESYNC
-            } else {
-                RECHECK
-            }))
-        }
-        Err(problems) => {
-            let health = status::Health::of_observed(&observed);
-            let mut next = status::desired_status(instance, &health, Some(&problems), None, now);
-            // Nothing was applied: an operation's conditions stay as they were.
-            let kept: Vec<_> = prior_status
-                .conditions
-                .iter()
-                .filter(|c| {
-                    c.type_ == condition_type::UPGRADING || c.type_ == condition_type::RESTORING
-                })
-                .cloned()
-                .collect();
-            status::override_conditions(&mut next, &prior_status.conditions, kept, now);
-            Box::pin(write_status(instance, &next, ctx)).await?;
-            Err(Error::InvalidSpec(problems))
-        }
-    }
+        act::RECHECK
+    }))
 }
 
-/// Delete the pod: the StatefulSet starts it again (a restart for settings
-/// that need one, or a pod stuck on another image). Only the pod that was
-/// observed (`uid`): one the StatefulSet created since is left alone.
-async fn restart_pod(ctx: &Context, ns: &str, pod: &str, uid: &str) -> Result<()> {
-    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let params = DeleteParams {
-        preconditions: Some(kube::api::Preconditions {
-            uid: Some(uid.to_string()),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    match api.delete(pod, &params).await {
-        Ok(_) => Ok(()),
-        // Gone, or already replaced by another pod of the same name.
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-        Err(source) => Err(Error::Operate {
-            what: format!("restart pod {pod}"),
-            source,
-        }),
-    }
-}
-
-async fn write_status(
+/// The spec cannot be applied: say why in status, apply nothing, and fail
+/// the reconcile (a Warning event, and a retry with backoff).
+async fn refuse(
     instance: &PgInstance,
-    next: &pgsteward_api::PgInstanceStatus,
+    observed: &Observed,
+    problems: Problems,
     ctx: &Context,
-) -> Result<()> {
+    now: Timestamp,
+) -> Result<Action> {
+    let next = status::refused_status(instance, observed, &problems, now);
+    Box::pin(write_status(instance, &next, ctx)).await?;
+    Err(Error::InvalidSpec(problems))
+}
+
+/// A new operation is recorded before anything changes, so a restarted
+/// operator resumes it instead of starting another. Returns the instance as
+/// it is after that write.
+async fn record_operation(instance: &PgInstance, plan: &Plan, ctx: &Context) -> Result<PgInstance> {
+    let mut current = instance.clone();
+    if plan.record_first {
+        let first = plan.recorded(&instance.status.clone().unwrap_or_default());
+        Box::pin(write_status(&current, &first, ctx)).await?;
+        current.status = Some(first);
+    }
+    Ok(current)
+}
+
+/// Metrics and an event for the objects apply wrote.
+async fn announce_applied(ctx: &Context, instance: &PgInstance, applied: &Applied) {
+    for w in &applied.written {
+        ctx.metrics
+            .object_written(w.split('/').next().unwrap_or_default());
+    }
+    if applied.written.is_empty() {
+        return;
+    }
+    info!(objects = ?applied.written, "applied");
+    let text = format!("applied {}", applied.written.join(", "));
+    publish(
+        ctx,
+        &instance.metadata,
+        EventType::Normal,
+        "Applied",
+        "Apply",
+        text,
+    )
+    .await;
+}
+
+/// Metrics and an event for each event the operations asked for.
+async fn announce_plan(ctx: &Context, instance: &PgInstance, plan: &Plan) {
+    for e in &plan.events {
+        ctx.metrics.operation_event(e.reason);
+        let type_ = if e.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(
+            ctx,
+            &instance.metadata,
+            type_,
+            e.reason,
+            "Operate",
+            e.note.clone(),
+        )
+        .await;
+    }
+}
+
+/// Write the status (when it changed), with metrics, and an event for each
+/// condition whose status changed.
+async fn write_status(instance: &PgInstance, next: &PgInstanceStatus, ctx: &Context) -> Result<()> {
     let prior = instance.status.clone().unwrap_or_default().conditions;
     let written = status::write_if_changed(&ctx.client, instance, next).await;
     ctx.metrics.status_write(match &written {
@@ -653,7 +344,7 @@ async fn write_status(
                 .collect(),
         ),
     );
-    for (c, before) in status::transitions(&prior, &next.conditions) {
+    for (c, before) in transitions(&prior, &next.conditions) {
         let warning = (c.type_ == condition_type::DEGRADED && c.status == "True")
             || (c.type_ == condition_type::READY
                 && c.status == "False"
@@ -663,25 +354,13 @@ async fn write_status(
         } else {
             format!(": {}", c.message)
         };
-        publish(
-            ctx,
-            &instance.metadata,
-            Event {
-                type_: if warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: c.reason.clone(),
-                note: note(format!(
-                    "{} is {} ({}){message}",
-                    c.type_, c.status, c.reason
-                )),
-                action: "Status".into(),
-                secondary: None,
-            },
-        )
-        .await;
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let text = format!("{} is {} ({}){message}", c.type_, c.status, c.reason);
+        publish(ctx, &instance.metadata, type_, &c.reason, "Status", text).await;
     }
     Ok(())
 }
@@ -714,12 +393,12 @@ pub async fn cleanup(instance: &PgInstance, ctx: &Context) -> Result<Action> {
         }
         format!(
             "deleting {name}: storage.deleteClaimOnDelete is set, so claim {} and the generated superuser Secret are deleted too",
-            names::data_claim(&name)
+            names::data_claim(&name, 0)
         )
     } else {
         format!(
             "deleting {name}: claim {} {}is kept with the data; delete {} yourself to free it, or recreate the PgInstance with the same name to use it again",
-            names::data_claim(&name),
+            names::data_claim(&name, 0),
             if generated {
                 format!(
                     "and Secret {} (its password) ",
@@ -735,13 +414,10 @@ pub async fn cleanup(instance: &PgInstance, ctx: &Context) -> Result<Action> {
     publish(
         ctx,
         &instance.metadata,
-        Event {
-            type_: EventType::Normal,
-            reason: "Cleanup".into(),
-            note: note(note_text),
-            action: "Delete".into(),
-            secondary: None,
-        },
+        EventType::Normal,
+        "Cleanup",
+        "Delete",
+        note_text,
     )
     .await;
     ctx.metrics
@@ -749,19 +425,8 @@ pub async fn cleanup(instance: &PgInstance, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-/// An `Api` in the namespace the controllers watch, or in all of them.
-pub(crate) fn scoped_api<K>(client: &Client, ns: &Option<String>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match ns {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-/// Run the controller for one namespace (or all with `None`) until shutdown.
+/// Run the PgInstance controller for one namespace (or all with `None`)
+/// until shutdown. (`main` runs the PgBackup controller beside it.)
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<String>,
@@ -769,13 +434,11 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
-    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let backups = crate::backups::run(ctx.clone(), namespace.clone(), shutdown.clone());
     info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controller starting"
     );
-    let instances = Controller::new(
+    Controller::new(
         scoped_api::<DeserializeGuard<PgInstance>>(&client, &namespace),
         watcher::Config::default(),
     )
@@ -794,7 +457,7 @@ pub async fn run(
     .watches(
         scoped_api::<DeserializeGuard<PgBackup>>(&client, &namespace),
         watcher::Config::default(),
-        |backup| crate::backups::instance_of_finished_backup(&backup),
+        |backup| instance_of_finished_backup(&backup),
     )
     .watches(
         scoped_api::<DeserializeGuard<Pod>>(&client, &namespace),
@@ -807,6 +470,6 @@ pub async fn run(
         if let Err(e) = result {
             debug!(error = %chain(&e), "controller event");
         }
-    });
-    futures::future::join(instances, backups).await;
+    })
+    .await;
 }

@@ -1,5 +1,6 @@
 //! Installing the CRDs (`install-crds`, `run --install-crds`): server-side
-//! apply of what crdgen prints, then a wait until each is Established.
+//! apply of what crdgen prints, then a wait until each is Established. Used
+//! by the binary only.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use kube::{
 };
 use tracing::info;
 
-use crate::build::FIELD_MANAGER;
+use crate::names::FIELD_MANAGER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {

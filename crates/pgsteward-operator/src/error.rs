@@ -1,9 +1,51 @@
 //! Reconcile errors. Each carries its cause as `#[source]`, so the Warning
 //! event and the log show the whole chain; `metric_label` names its kind.
+//! A leaf: it uses nothing of the operator, and every step may use it.
+
+use std::fmt;
 
 use kube::core::error_boundary::InvalidObject;
 
-use crate::validate::Problems;
+/// One thing a person must fix. `reason` becomes the Degraded condition's
+/// reason; `message` names the object and says what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+/// The problems of one spec, in the order they were found (never empty).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    /// The first problem's reason: the condition carries one reason.
+    pub fn reason(&self) -> &'static str {
+        self.0[0].reason
+    }
+    /// Every message, joined.
+    pub fn message(&self) -> String {
+        self.0
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message())
+    }
+}
+
+impl std::error::Error for Problems {}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -2,6 +2,9 @@
 //! [`PodExec`]. The real implementation ([`KubeExec`]) runs a command in the
 //! `postgres` container over kube's websocket exec; tests use [`Scripted`],
 //! which answers from a script and records what was asked.
+//!
+//! A leaf: it knows no command; `observe` reads with it, `act` changes with
+//! it, the PgBackup controller backs up with it.
 
 use std::{
     collections::VecDeque,

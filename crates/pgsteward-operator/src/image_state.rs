@@ -3,6 +3,8 @@
 //! files") and the JSON `pgsteward-status` prints. Unknown fields are
 //! ignored and every field the image may leave out is optional, so a newer
 //! image does not break an older operator.
+//!
+//! A leaf: it uses nothing of the operator.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 

@@ -1,6 +1,7 @@
 //! Leader election on a coordination.k8s.io Lease (kube-lease-manager), so
 //! two replicas are safe: only the holder reconciles. A replica that loses
-//! the lease stops at once; its pod restarts and waits as a standby.
+//! the lease stops at once; its pod restarts and waits as a standby. Used
+//! by the binary only.
 
 use std::future::Future;
 

@@ -11,9 +11,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kube::{Api, Client, api::ListParams};
 use pgsteward_api::PgInstance;
 use pgsteward_operator::{
+    backups,
     build::Settings,
-    controller::{self, Context},
-    crds,
+    context::Context,
+    controller, crds,
     error::chain,
     leader,
     metrics::Metrics,
@@ -206,39 +207,12 @@ async fn run(args: RunArgs) -> ExitCode {
         eprintln!("pgsteward-operator: {}", chain(&e));
         return ExitCode::FAILURE;
     }
-    // Check in the scope the operator will watch: in namespaced mode the
-    // chart grants Roles only, so a cluster-wide list would be forbidden.
-    let probe: Api<PgInstance> = match args.watch_namespaces.first() {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    if let Err(e) = probe.list(&ListParams::default().limit(1)).await {
-        let hint = match &e {
-            kube::Error::Api(status) if status.code == 403 => {
-                "the operator's ServiceAccount may not list them; check its RBAC (the chart's ClusterRole, or Roles in each of --watch-namespaces)"
-            }
-            _ => "install the CRDs with `make run` or `kubectl apply --server-side -f crds/`",
-        };
-        eprintln!(
-            "pgsteward-operator: cannot list PgInstances ({}); {hint}",
-            chain(&e)
-        );
+    if let Err(line) = can_list_instances(&client, &args.watch_namespaces).await {
+        eprintln!("{line}");
         return ExitCode::FAILURE;
     }
-
     let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(true));
-    let server_state = ServerState {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-    };
-    let addr = args.metrics_addr;
-    tokio::spawn(async move {
-        if let Err(e) = server::serve(addr, server_state).await {
-            error!(%addr, error = %e, "metrics server stopped");
-        }
-    });
-    info!(%addr, "serving /metrics, /healthz and /readyz");
+    serve_metrics(args.metrics_addr, metrics.clone());
 
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "pgsteward".into());
@@ -254,24 +228,12 @@ async fn run(args: RunArgs) -> ExitCode {
         metrics,
         Some(identity.clone()),
     ));
-    let namespaces: Vec<Option<String>> = {
-        let ns: Vec<String> = args
-            .watch_namespaces
-            .iter()
-            .filter(|n| !n.is_empty())
-            .cloned()
-            .collect();
-        if ns.is_empty() {
-            vec![None]
-        } else {
-            ns.into_iter().map(Some).collect()
-        }
-    };
+    let namespaces = watched_namespaces(&args.watch_namespaces);
     let work = move || async move {
         futures::future::join_all(
             namespaces
                 .into_iter()
-                .map(|ns| controller::run(ctx.clone(), ns, shutdown_signal())),
+                .map(|ns| run_controllers(ctx.clone(), ns)),
         )
         .await;
     };
@@ -297,6 +259,64 @@ async fn run(args: RunArgs) -> ExitCode {
     } else {
         work().await;
         ExitCode::SUCCESS
+    }
+}
+
+/// The PgInstance and PgBackup controllers of one namespace (or all), until
+/// shutdown.
+async fn run_controllers(ctx: Arc<Context>, namespace: Option<String>) {
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
+    futures::future::join(
+        controller::run(ctx.clone(), namespace.clone(), shutdown.clone()),
+        backups::run(ctx, namespace, shutdown),
+    )
+    .await;
+}
+
+/// Check in the scope the operator will watch (in namespaced mode the
+/// chart grants Roles only, so a cluster-wide list would be forbidden) that
+/// PgInstances can be listed. The error is one line that says what to do.
+async fn can_list_instances(client: &Client, watch_namespaces: &[String]) -> Result<(), String> {
+    let probe: Api<PgInstance> = match watch_namespaces.first() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let Err(e) = probe.list(&ListParams::default().limit(1)).await else {
+        return Ok(());
+    };
+    let hint = match &e {
+        kube::Error::Api(status) if status.code == 403 => {
+            "the operator's ServiceAccount may not list them; check its RBAC (the chart's ClusterRole, or Roles in each of --watch-namespaces)"
+        }
+        _ => "install the CRDs with `make run` or `kubectl apply --server-side -f crds/`",
+    };
+    Err(format!(
+        "pgsteward-operator: cannot list PgInstances ({}); {hint}",
+        chain(&e)
+    ))
+}
+
+/// Serve /metrics, /healthz and /readyz on `addr`, in the background.
+fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) {
+    let server_state = ServerState {
+        metrics,
+        ready: Arc::new(AtomicBool::new(true)),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = server::serve(addr, server_state).await {
+            error!(%addr, error = %e, "metrics server stopped");
+        }
+    });
+    info!(%addr, "serving /metrics, /healthz and /readyz");
+}
+
+/// One controller per namespace named, or one for all namespaces.
+fn watched_namespaces(names: &[String]) -> Vec<Option<String>> {
+    let ns: Vec<String> = names.iter().filter(|n| !n.is_empty()).cloned().collect();
+    if ns.is_empty() {
+        vec![None]
+    } else {
+        ns.into_iter().map(Some).collect()
     }
 }
 

@@ -1,4 +1,5 @@
-//! Prometheus metrics, served at `/metrics`.
+//! Prometheus metrics, served at `/metrics`. Counted by the controllers,
+//! around the pipeline; no pipeline step uses this.
 
 use std::{
     collections::HashMap,

@@ -1,7 +1,8 @@
 //! Every Kubernetes API call the operator makes, as RBAC rules: the one
 //! place that lists them. `pgsteward-operator rbac` prints this table as
 //! JSON; the Helm chart's ClusterRole is compared with it, and the mocked-API
-//! tests check that each request a reconcile makes is covered here.
+//! tests check that each request a reconcile makes is covered here. A table,
+//! used by nothing at run time but the `rbac` subcommand.
 
 use serde::Serialize;
 

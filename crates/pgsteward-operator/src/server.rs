@@ -1,5 +1,6 @@
 //! The HTTP endpoints: `/metrics`, `/healthz` (the process runs) and
 //! `/readyz` (connected to the API server; a standby replica is ready too).
+//! Used by the binary only; it reads the metrics and changes nothing.
 
 use std::{
     net::SocketAddr,

@@ -1,11 +1,15 @@
 //! Step 6, status: conditions from the StatefulSet and its pod, following
-//! the Kubernetes API conventions, written by server-side apply only when
-//! something changed. A condition's `lastTransitionTime` moves only when its
-//! status does, so an idle reconcile computes the status already there.
+//! the Kubernetes API conventions, with the fields and conditions `act`
+//! decided, written by server-side apply only when something changed. A
+//! condition's `lastTransitionTime` moves only when its status does, so an
+//! idle reconcile computes the status already there.
+//!
+//! The last step: it may use every step before it. It writes the
+//! PgInstance's status and nothing else.
 
 use k8s_openapi::{
     api::{apps::v1::StatefulSet, core::v1::Pod},
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    apimachinery::pkg::apis::meta::v1::Condition,
     jiff::Timestamp,
 };
 use kube::{
@@ -15,16 +19,17 @@ use kube::{
 use pgsteward_api::{
     PgInstance, PgInstanceStatus,
     instance::condition_type::{
-        ALL, BACKUP_HEALTHY, DEGRADED, PROGRESSING, READY, RESTORING, UPGRADING,
+        BACKUP_HEALTHY, DEGRADED, PROGRESSING, READY, RESTORING, UPGRADING,
     },
 };
 
 use crate::{
+    act::Plan,
     apply::Applied,
-    build::{FIELD_MANAGER, names},
-    error::{Error, Result},
+    conditions::{condition, merge_conditions, override_conditions},
+    error::{Error, Problems, Result},
+    names::{self, FIELD_MANAGER},
     observe::Observed,
-    validate::Problems,
 };
 
 /// What the StatefulSet and its pod say.
@@ -45,13 +50,17 @@ pub struct Health {
 impl Health {
     /// Health of objects that were just applied.
     pub fn of_applied(applied: &Applied, observed: &Observed) -> Self {
-        health(Some(&applied.statefulset), observed.pod.as_ref())
+        health(Some(&applied.statefulset), target_pod(observed))
     }
 
     /// Health of what is there, when the spec could not be applied.
     pub fn of_observed(observed: &Observed) -> Self {
-        health(observed.statefulset.as_ref(), observed.pod.as_ref())
+        health(observed.statefulset.as_ref(), target_pod(observed))
     }
+}
+
+fn target_pod(observed: &Observed) -> Option<&Pod> {
+    observed.target_pod().and_then(|p| p.pod.as_ref())
 }
 
 /// Read the StatefulSet's status and the pod's container state.
@@ -107,24 +116,6 @@ fn pod_problem(pod: &Pod) -> Option<(String, String)> {
     None
 }
 
-/// A condition with this generation (its time is set by [`merge_conditions`]).
-pub fn condition(
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: Time(Timestamp::UNIX_EPOCH),
-    }
-}
-
 /// The status the instance should have. `applied_image` is the image of the
 /// StatefulSet apply just wrote or confirmed (None when validation stopped
 /// the reconcile before apply). `now` stamps conditions whose status changes.
@@ -159,11 +150,58 @@ pub fn desired_status_for(
 ) -> PgInstanceStatus {
     let prior = instance.status.clone().unwrap_or_default();
     let generation = instance.metadata.generation;
-    let spec = &instance.spec;
-    let name = instance.name_any();
     let running_now = applied_image.is_some() && health.ready && health.rolled_out;
+    let degraded = match problems {
+        Some(p) => condition(DEGRADED, "True", p.reason(), p.message(), generation),
+        None => condition(DEGRADED, "False", "AsExpected", "", generation),
+    };
+    let upgrading = match prior.postgres_version {
+        Some(running) if major > running => condition(
+            UPGRADING,
+            "True",
+            "InProgress",
+            format!(
+                "upgrading from PostgreSQL {running} to {major}: the image upgrades the data at start"
+            ),
+            generation,
+        ),
+        _ => condition(UPGRADING, "False", "NoUpgrade", "", generation),
+    };
+    let desired = vec![
+        ready(instance, health, problems, major),
+        progressing(health, problems, running_now, generation),
+        degraded,
+        backup_healthy(instance),
+        upgrading,
+        restoring(instance, running_now),
+    ];
+    PgInstanceStatus {
+        conditions: merge_conditions(&prior.conditions, desired, now),
+        observed_generation: generation,
+        postgres_version: if running_now {
+            Some(major)
+        } else {
+            prior.postgres_version
+        },
+        image: match applied_image {
+            Some(image) if running_now => Some(image.to_string()),
+            _ => prior.image.clone(),
+        },
+        ..prior
+    }
+}
 
-    let ready = match (health, problems) {
+/// Ready: the server accepts connections; otherwise the most useful reason
+/// it does not (the spec's problem, a missing object, the pod's own).
+fn ready(
+    instance: &PgInstance,
+    health: &Health,
+    problems: Option<&Problems>,
+    major: u32,
+) -> Condition {
+    let generation = instance.metadata.generation;
+    let name = instance.name_any();
+    match (health, problems) {
         (h, _) if h.ready && h.rolled_out => condition(
             READY,
             "True",
@@ -190,7 +228,7 @@ pub fn desired_status_for(
             READY,
             "False",
             "Creating",
-            format!("waiting for pod {} to be created", names::pod(&name)),
+            format!("waiting for pod {} to be created", names::pod(&name, 0)),
             generation,
         ),
         (
@@ -207,9 +245,17 @@ pub fn desired_status_for(
             "PostgreSQL is starting; crash recovery, WAL replay or a restore can take a while",
             generation,
         ),
-    };
+    }
+}
 
-    let progressing = match problems {
+/// Progressing: whether the objects are still being made to match the spec.
+fn progressing(
+    health: &Health,
+    problems: Option<&Problems>,
+    running_now: bool,
+    generation: Option<i64>,
+) -> Condition {
+    match problems {
         Some(_) => condition(
             PROGRESSING,
             "False",
@@ -245,14 +291,13 @@ pub fn desired_status_for(
             "waiting for PostgreSQL to accept connections",
             generation,
         ),
-    };
+    }
+}
 
-    let degraded = match problems {
-        Some(p) => condition(DEGRADED, "True", p.reason(), p.message(), generation),
-        None => condition(DEGRADED, "False", "AsExpected", "", generation),
-    };
-
-    let backup_healthy = match &spec.backup {
+/// BackupHealthy as `act` last reported it, or why it has not.
+fn backup_healthy(instance: &PgInstance) -> Condition {
+    let generation = instance.metadata.generation;
+    match &instance.spec.backup {
         None => condition(
             BACKUP_HEALTHY,
             "False",
@@ -271,28 +316,24 @@ pub fn desired_status_for(
                 generation,
             ),
         },
-    };
+    }
+}
 
-    let upgrading = match prior.postgres_version {
-        Some(running) if major > running => condition(
-            UPGRADING,
-            "True",
-            "InProgress",
-            format!(
-                "upgrading from PostgreSQL {running} to {major}: the image upgrades the data at start"
-            ),
-            generation,
-        ),
-        _ => condition(UPGRADING, "False", "NoUpgrade", "", generation),
-    };
-
-    let bootstrapping = spec
+/// Restoring: the restore before the first start, while it runs.
+fn restoring(instance: &PgInstance, running_now: bool) -> Condition {
+    let generation = instance.metadata.generation;
+    let bootstrapping = instance
+        .spec
         .bootstrap
         .as_ref()
         .is_some_and(|b| b.recovery.is_some())
-        && prior.postgres_version.is_none()
+        && instance
+            .status
+            .as_ref()
+            .and_then(|s| s.postgres_version)
+            .is_none()
         && !running_now;
-    let restoring = if bootstrapping {
+    if bootstrapping {
         condition(
             RESTORING,
             "True",
@@ -302,92 +343,53 @@ pub fn desired_status_for(
         )
     } else {
         condition(RESTORING, "False", "NoRestore", "", generation)
-    };
-
-    let desired = vec![
-        ready,
-        progressing,
-        degraded,
-        backup_healthy,
-        upgrading,
-        restoring,
-    ];
-    PgInstanceStatus {
-        conditions: merge_conditions(&prior.conditions, desired, now),
-        observed_generation: generation,
-        postgres_version: if running_now {
-            Some(major)
-        } else {
-            prior.postgres_version
-        },
-        image: match applied_image {
-            Some(image) if running_now => Some(image.to_string()),
-            _ => prior.image.clone(),
-        },
-        ..prior
     }
 }
 
-/// Replace the conditions of the types in `overrides` (keeping each one's
-/// `lastTransitionTime` while its status is unchanged, against `prior`).
-pub fn override_conditions(
-    status: &mut PgInstanceStatus,
-    prior: &[Condition],
-    overrides: Vec<Condition>,
+/// The status after a reconcile that applied the spec: from the applied
+/// objects, with what the operations decided (their conditions replace the
+/// computed ones of the same type).
+pub fn applied_status(
+    instance: &PgInstance,
+    health: &Health,
+    applied: &Applied,
+    plan: &Plan,
     now: Timestamp,
-) {
-    let mut desired: Vec<Condition> = status
+) -> PgInstanceStatus {
+    let image = applied
+        .statefulset
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_else(|| plan.run.image.clone());
+    let mut next = desired_status_for(instance, health, None, Some(&image), plan.run.major, now);
+    plan.record_into(&mut next);
+    let prior = instance.status.clone().unwrap_or_default();
+    override_conditions(&mut next, &prior.conditions, plan.conditions.clone(), now);
+    next
+}
+
+/// The status when the spec was refused: nothing was applied, so an
+/// operation's conditions stay as they were.
+pub fn refused_status(
+    instance: &PgInstance,
+    observed: &Observed,
+    problems: &Problems,
+    now: Timestamp,
+) -> PgInstanceStatus {
+    let health = Health::of_observed(observed);
+    let mut next = desired_status(instance, &health, Some(problems), None, now);
+    let prior = instance.status.clone().unwrap_or_default();
+    let kept: Vec<_> = prior
         .conditions
         .iter()
-        .filter(|c| !overrides.iter().any(|o| o.type_ == c.type_))
+        .filter(|c| c.type_ == UPGRADING || c.type_ == RESTORING)
         .cloned()
         .collect();
-    desired.extend(overrides);
-    status.conditions = merge_conditions(prior, desired, now);
-}
-
-/// Keep each condition's `lastTransitionTime` while its status is unchanged;
-/// stamp `now` (to the second) when it changes or first appears. Conditions
-/// are ordered as in [`ALL`].
-pub fn merge_conditions(
-    prior: &[Condition],
-    desired: Vec<Condition>,
-    now: Timestamp,
-) -> Vec<Condition> {
-    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
-    let mut out: Vec<Condition> = desired
-        .into_iter()
-        .map(|mut c| {
-            c.last_transition_time = match prior.iter().find(|p| p.type_ == c.type_) {
-                Some(p) if p.status == c.status => p.last_transition_time.clone(),
-                _ => Time(now),
-            };
-            c
-        })
-        .collect();
-    out.sort_by_key(|c| ALL.iter().position(|t| *t == c.type_).unwrap_or(ALL.len()));
-    out
-}
-
-/// The conditions whose status changed (or that appeared as True for
-/// Degraded): (type, new condition, previous status).
-pub fn transitions<'a>(
-    prior: &[Condition],
-    next: &'a [Condition],
-) -> Vec<(&'a Condition, Option<String>)> {
-    next.iter()
-        .filter_map(|c| {
-            let before = prior
-                .iter()
-                .find(|p| p.type_ == c.type_)
-                .map(|p| p.status.clone());
-            let changed = match &before {
-                Some(b) => *b != c.status,
-                None => c.type_ == DEGRADED && c.status == "True",
-            };
-            changed.then_some((c, before))
-        })
-        .collect()
+    override_conditions(&mut next, &prior.conditions, kept, now);
+    next
 }
 
 /// Write `status` with server-side apply, unless it equals what is there.

@@ -1,14 +1,22 @@
 //! Step 2, validate: what the CRD's CEL rules cannot check, because it
 //! depends on other objects or on what already ran. No client here: it works
 //! on the spec and the observation.
-
-use std::fmt;
+//!
+//! Owns [`ValidSpec`] (the values later steps compute from) and the problems
+//! a person must fix. May use `observe` and leaf modules; writes nothing.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use pgsteward_api::{PgInstance, instance::SUPPORTED_MAJORS, quantity::Quantity};
+use pgsteward_api::{
+    PgInstance,
+    instance::SUPPORTED_MAJORS,
+    quantity::{Quantity, volume_size},
+};
 
-use crate::{build, observe::Observed};
+use crate::{
+    error::{Problem, Problems},
+    observe::{self, Observed},
+};
 
 /// A spec that passed validation, with the values later steps compute from.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,47 +26,6 @@ pub struct ValidSpec {
     /// The volume to request: `ceil(sizeFactor × size)`.
     pub volume_size: Quantity,
 }
-
-/// One thing a person must fix. `reason` becomes the Degraded condition's
-/// reason; `message` names the object and says what to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.reason, self.message)
-    }
-}
-
-/// The problems of one spec, in the order they were found (never empty).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problems(pub Vec<Problem>);
-
-impl Problems {
-    /// The first problem's reason: the condition carries one reason.
-    pub fn reason(&self) -> &'static str {
-        self.0[0].reason
-    }
-    /// Every message, joined.
-    pub fn message(&self) -> String {
-        self.0
-            .iter()
-            .map(|p| p.message.as_str())
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
-impl fmt::Display for Problems {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.message())
-    }
-}
-
-impl std::error::Error for Problems {}
 
 fn secret_has_key(secret: &Secret, key: &str) -> bool {
     secret.data.as_ref().is_some_and(|d| d.contains_key(key))
@@ -70,10 +37,24 @@ fn secret_has_key(secret: &Secret, key: &str) -> bool {
 
 /// Check the spec against the observation.
 pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec, Problems> {
-    let ns = instance.namespace().unwrap_or_default();
-    let spec = &instance.spec;
     let mut problems = Vec::new();
+    check_name_and_version(instance, &mut problems);
+    let data_size = check_storage(instance, &mut problems);
+    check_secrets(instance, observed, &mut problems);
+    check_claims(instance, observed, &mut problems);
+    match (problems.is_empty(), data_size) {
+        (true, Some(data_size)) => Ok(ValidSpec {
+            data_size,
+            volume_size: volume_size(data_size, instance.spec.storage.size_factor),
+        }),
+        _ => Err(Problems(problems)),
+    }
+}
 
+/// The name must fit a Service; the major must be supported and not lower
+/// than the one that runs.
+fn check_name_and_version(instance: &PgInstance, problems: &mut Vec<Problem>) {
+    let spec = &instance.spec;
     let name = instance.name_any();
     if !name.starts_with(|c: char| c.is_ascii_lowercase()) || name.len() > 52 || name.contains('.')
     {
@@ -105,7 +86,12 @@ pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec,
             ),
         });
     }
+}
 
+/// `storage.size` must parse; `sizeFactor` must leave room for a restore.
+/// Returns the parsed size.
+fn check_storage(instance: &PgInstance, problems: &mut Vec<Problem>) -> Option<Quantity> {
+    let spec = &instance.spec;
     let data_size = match Quantity::parse(&spec.storage.size) {
         Ok(q) => Some(q),
         Err(e) => {
@@ -125,8 +111,13 @@ pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec,
             ),
         });
     }
+    data_size
+}
 
-    for (name, field) in crate::observe::referenced_secrets(instance) {
+/// Every Secret the spec names must exist and hold the keys it is read for.
+fn check_secrets(instance: &PgInstance, observed: &Observed, problems: &mut Vec<Problem>) {
+    let ns = instance.namespace().unwrap_or_default();
+    for (name, field) in observe::referenced_secrets(instance) {
         match observed.referenced_secrets.get(&name) {
             Some(Some(secret)) => {
                 for key in required_keys(instance, field) {
@@ -159,6 +150,11 @@ pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec,
             }),
         }
     }
+}
+
+/// Every claim the spec names (file backups) must exist.
+fn check_claims(instance: &PgInstance, observed: &Observed, problems: &mut Vec<Problem>) {
+    let ns = instance.namespace().unwrap_or_default();
     for (claim, found) in &observed.referenced_claims {
         if found.is_none() {
             problems.push(Problem {
@@ -168,14 +164,6 @@ pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec,
                 ),
             });
         }
-    }
-
-    match (problems.is_empty(), data_size) {
-        (true, Some(data_size)) => Ok(ValidSpec {
-            data_size,
-            volume_size: build::volume_size(data_size, spec.storage.size_factor),
-        }),
-        _ => Err(Problems(problems)),
     }
 }
 

@@ -17,9 +17,15 @@ use pgsteward_api::{
     instance::{BackupRecord, FailedUpgrade, OperationRecord, RestoreRecord, RestoreSpec},
 };
 use pgsteward_operator::{
-    act::{self, BackupGate, ConfigDecision, RestoreDecision, UpgradeDecision, UpgradeInputs},
+    act::{
+        self,
+        backup::BackupGate,
+        config::ConfigDecision,
+        restore::RestoreDecision,
+        upgrade::{UpgradeDecision, UpgradeInputs},
+    },
+    conditions,
     image_state::{self, BackupResult, RestoreResult, StatusReport, UpgradeResult},
-    status,
 };
 use serde_json::{Value, json};
 
@@ -114,7 +120,7 @@ fn backup_results_become_pgbackup_phases() {
     ];
     for (name, code, phase, backup, message) in table {
         let result = fixture::<BackupResult>(name);
-        let st = act::backup_status_from_result(&PgBackupStatus::default(), &result, *code);
+        let st = act::backup::backup_status_from_result(&PgBackupStatus::default(), &result, *code);
         assert_eq!(st.phase, Some(*phase), "{name}");
         assert_eq!(st.backup_name.as_deref(), *backup, "{name}");
         assert!(
@@ -142,13 +148,17 @@ fn backup_exit_codes_without_a_result() {
         ..Default::default()
     };
     // Lock held by another backup (a scheduled one): retry later, no change.
-    assert_eq!(act::backup_status_without_result(&prior, 5, "locked"), None);
+    assert_eq!(
+        act::backup::backup_status_without_result(&prior, 5, "locked"),
+        None
+    );
     for (code, contains) in [
         (2, "refused its arguments"),
         (3, "no backup storage"),
         (137, "exited 137 without a result: killed"),
     ] {
-        let st = act::backup_status_without_result(&prior, code, "a log line\nkilled\n").unwrap();
+        let st = act::backup::backup_status_without_result(&prior, code, "a log line\nkilled\n")
+            .unwrap();
         assert_eq!(st.phase, Some(BackupPhase::Failed), "{code}");
         assert!(st.message.unwrap().contains(contains), "{code}");
     }
@@ -157,11 +167,11 @@ fn backup_exit_codes_without_a_result() {
 #[test]
 fn backup_command_passes_the_id_and_permanent() {
     assert_eq!(
-        act::backup_command("uid-1", false),
+        act::backup::backup_command("uid-1", false),
         vec!["backup.sh", "--id", "uid-1"]
     );
     assert_eq!(
-        act::backup_command("uid-1", true),
+        act::backup::backup_command("uid-1", true),
         vec!["backup.sh", "--id", "uid-1", "--permanent"]
     );
 }
@@ -182,7 +192,7 @@ fn instance(ready: Option<&str>, operation: Option<OperationRecord>, backup: boo
         ..Default::default()
     };
     if let Some(r) = ready {
-        st.conditions.push(status::condition(
+        st.conditions.push(conditions::condition(
             "Ready",
             r,
             if r == "True" { "Running" } else { "Starting" },
@@ -279,7 +289,7 @@ fn backup_gate_fails_waits_or_goes_and_says_which() {
         ),
     ];
     for (what, inst, others, expect, contains) in cases {
-        let gate = act::backup_gate(&me, inst.as_ref(), &others);
+        let gate = act::backup::backup_gate(&me, inst.as_ref(), &others);
         match (expect, &gate) {
             ("go", BackupGate::Go) => {}
             ("wait", BackupGate::Wait(m)) | ("fail", BackupGate::Fail(m)) => {
@@ -315,11 +325,11 @@ fn the_last_scheduled_backup_comes_from_the_listed_backups_tagged_scheduled() {
         [true, false],
         "{listed:?}"
     );
-    let own = act::last_scheduled_backup(None, Some(&scheduled)).unwrap();
+    let own = act::backup_health::last_scheduled_backup(None, Some(&scheduled)).unwrap();
     assert_eq!(own.name, scheduled.details.backup_name);
     assert_eq!(own.finished_at, scheduled.details.finish_time);
     assert_eq!(own.start_lsn, scheduled.details.start_lsn);
-    let in_after = act::last_scheduled_backup(None, Some(&after)).unwrap();
+    let in_after = act::backup_health::last_scheduled_backup(None, Some(&after)).unwrap();
     assert_eq!(in_after.name, listed[0].name);
     assert_ne!(
         in_after.name, after.details.backup_name,
@@ -374,7 +384,7 @@ fn the_last_scheduled_backup_comes_from_the_listed_backups_tagged_scheduled() {
     ];
     for (what, prior, result, expected) in table {
         assert_eq!(
-            act::last_scheduled_backup(prior, result).as_ref(),
+            act::backup_health::last_scheduled_backup(prior, result).as_ref(),
             expected,
             "{what}"
         );
@@ -387,8 +397,9 @@ fn backup_health_judges_the_last_scheduled_backup_not_on_demand_ones() {
     let failed = fixture_json("backup-failed-push.json");
     let ok_result: BackupResult = serde_json::from_value(ok.clone()).unwrap();
     // The scheduled backup and the on-demand one after it, as plan() records them.
-    let scheduled = act::last_scheduled_backup(None, Some(&ok_result)).unwrap();
-    let on_demand = act::backup_record(&ok_result).expect("a succeeded backup is recorded");
+    let scheduled = act::backup_health::last_scheduled_backup(None, Some(&ok_result)).unwrap();
+    let on_demand =
+        act::backup_health::backup_record(&ok_result).expect("a succeeded backup is recorded");
     assert_ne!(scheduled.name, on_demand.name);
     let finished = ts(scheduled.finished_at.as_deref().unwrap());
     let hours = |h: i64| finished + SignedDuration::from_hours(h);
@@ -603,7 +614,8 @@ fn backup_health_judges_the_last_scheduled_backup_not_on_demand_ones() {
     {
         let mut r = report(results, archiver, json!([]), json!([]));
         r.server.started_at = Some(started.to_string());
-        let (s, why, message) = act::backup_health(schedule, Some(&r), last_scheduled, last, now);
+        let (s, why, message) =
+            act::backup_health::backup_health(schedule, Some(&r), last_scheduled, last, now);
         assert_eq!((s, why), (st, reason), "{what}: {message}");
         assert!(!message.is_empty(), "{what}");
         for part in says {
@@ -621,7 +633,7 @@ fn backup_health_judges_the_last_scheduled_backup_not_on_demand_ones() {
         json!([]),
     );
     r.server.started_at = Some(started_long_before.clone());
-    let (_, _, message) = act::backup_health(
+    let (_, _, message) = act::backup_health::backup_health(
         Some("0 3 * * *"),
         Some(&r),
         Some(&scheduled),
@@ -629,7 +641,8 @@ fn backup_health_judges_the_last_scheduled_backup_not_on_demand_ones() {
         hours(49),
     );
     assert!(!message.contains("not scheduled"), "{message}");
-    let (s, why, _) = act::backup_health(Some("0 3 * * *"), None, None, None, hours(1));
+    let (s, why, _) =
+        act::backup_health::backup_health(Some("0 3 * * *"), None, None, None, hours(1));
     assert_eq!((s, why), ("Unknown", "NotYetReported"));
 }
 
@@ -660,9 +673,12 @@ fn plan_records_the_last_scheduled_backup_and_an_on_demand_one_does_not_refresh_
         json!([]),
         json!([]),
     );
-    let p = act::plan(&i, &settings, Some(&r), &act::PodView::default(), at);
-    assert_eq!(p.last_scheduled_backup, act::backup_record(&scheduled));
-    assert_eq!(p.last_backup, act::backup_record(&scheduled));
+    let p = act::plan(&i, &settings, Some(&r), &act::pod::PodView::default(), at);
+    assert_eq!(
+        p.last_scheduled_backup,
+        act::backup_health::backup_record(&scheduled)
+    );
+    assert_eq!(p.last_backup, act::backup_health::backup_record(&scheduled));
     assert_eq!(health(&p).1, "Healthy");
 
     // Three days later only an on-demand backup is reported, and the storage
@@ -678,9 +694,12 @@ fn plan_records_the_last_scheduled_backup_and_an_on_demand_one_does_not_refresh_
         json!([]),
         json!([]),
     );
-    let p2 = act::plan(&i, &settings, Some(&r), &act::PodView::default(), now);
+    let p2 = act::plan(&i, &settings, Some(&r), &act::pod::PodView::default(), now);
     let on_demand: BackupResult = fixture("backup-succeeded.json");
-    assert_eq!(p2.last_backup, act::backup_record(&on_demand));
+    assert_eq!(
+        p2.last_backup,
+        act::backup_health::backup_record(&on_demand)
+    );
     assert_eq!(p2.last_scheduled_backup, p.last_scheduled_backup);
     let (s, reason, message) = health(&p2);
     assert_eq!(
@@ -691,7 +710,7 @@ fn plan_records_the_last_scheduled_backup_and_an_on_demand_one_does_not_refresh_
     assert!(message.contains(&at.to_string()), "{message}");
 
     // Without a report this reconcile, both records stay.
-    let p3 = act::plan(&i, &settings, None, &act::PodView::default(), now);
+    let p3 = act::plan(&i, &settings, None, &act::pod::PodView::default(), now);
     assert_eq!(p3.last_scheduled_backup, p.last_scheduled_backup);
 }
 
@@ -701,7 +720,7 @@ fn backup_health_is_unknown_while_the_server_does_not_run() {
     let down: StatusReport = fixture("status-server-down-restore-running.json");
     assert!(!down.server.running);
     for schedule in [None, Some("0 3 * * *")] {
-        let (status, reason, message) = act::backup_health(
+        let (status, reason, message) = act::backup_health::backup_health(
             schedule,
             Some(&down),
             None,
@@ -715,7 +734,7 @@ fn backup_health_is_unknown_while_the_server_does_not_run() {
 #[test]
 fn schedule_period_is_the_gap_between_the_last_two_runs() {
     let now = ts("2026-11-21T12:00:00Z");
-    let h = |s: &str| act::schedule_period(s, now).map(|d| d.as_secs() / 3600);
+    let h = |s: &str| act::backup_health::schedule_period(s, now).map(|d| d.as_secs() / 3600);
     assert_eq!(h("0 3 * * *"), Some(24));
     assert_eq!(h("@daily"), Some(24));
     assert_eq!(h("0 */6 * * *"), Some(6));
@@ -785,7 +804,7 @@ fn upgrade_results_drive_the_rollback_decision() {
             result: Some(&result),
             ..Default::default()
         };
-        match (*expect, act::decide_upgrade(&inputs)) {
+        match (*expect, act::upgrade::decide_upgrade(&inputs)) {
             ("succeeded", UpgradeDecision::Succeeded(o, m)) => {
                 assert_eq!(o, op);
                 assert!(m.contains(contains), "{name}: {m}");
@@ -822,7 +841,7 @@ fn upgrade_results_drive_the_rollback_decision() {
 fn a_rolled_back_upgrade_carries_pg_upgrades_own_message() {
     let result = fixture::<UpgradeResult>("upgrade-rolled_back-check.json");
     let op = upgrade_op(&result.id);
-    let UpgradeDecision::RollBack(f) = act::decide_upgrade(&UpgradeInputs {
+    let UpgradeDecision::RollBack(f) = act::upgrade::decide_upgrade(&UpgradeInputs {
         spec_major: 18,
         generation: 2,
         running_major: Some(17),
@@ -864,11 +883,17 @@ fn upgrade_starts_once_resumes_and_is_not_retried_until_the_spec_changes() {
     };
     // The id names its target major (a finished request stays on the pod
     // template while the data is at that major).
-    assert_eq!(act::upgrade_id_target("upgrade-17-to-18-g2"), Some(18));
-    assert_eq!(act::upgrade_id_target("upgrade-9-to-10-g12"), Some(10));
-    assert_eq!(act::upgrade_id_target("custom"), None);
+    assert_eq!(
+        act::upgrade::upgrade_id_target("upgrade-17-to-18-g2"),
+        Some(18)
+    );
+    assert_eq!(
+        act::upgrade::upgrade_id_target("upgrade-9-to-10-g12"),
+        Some(10)
+    );
+    assert_eq!(act::upgrade::upgrade_id_target("custom"), None);
     // Raising the version starts an upgrade with an id per generation.
-    match act::decide_upgrade(&base) {
+    match act::upgrade::decide_upgrade(&base) {
         UpgradeDecision::Start(o) => {
             assert_eq!(o.id, "upgrade-17-to-18-g2");
             assert_eq!((o.from_major, o.to_major), (Some(17), Some(18)));
@@ -884,7 +909,7 @@ fn upgrade_starts_once_resumes_and_is_not_retried_until_the_spec_changes() {
             running_major: running,
             ..base.clone()
         };
-        assert_eq!(act::decide_upgrade(&i), UpgradeDecision::Idle);
+        assert_eq!(act::upgrade::decide_upgrade(&i), UpgradeDecision::Idle);
     }
     // Recorded in status: a restarted operator resumes, it does not start
     // a second one, even when the spec changed meanwhile.
@@ -893,7 +918,7 @@ fn upgrade_starts_once_resumes_and_is_not_retried_until_the_spec_changes() {
         generation: 3,
         ..base.clone()
     };
-    match act::decide_upgrade(&resumed) {
+    match act::upgrade::decide_upgrade(&resumed) {
         UpgradeDecision::InProgress(o, None, m) => {
             assert_eq!(o, op);
             assert!(m.contains("waiting for the PostgreSQL 18 image"), "{m}");
@@ -908,7 +933,7 @@ fn upgrade_starts_once_resumes_and_is_not_retried_until_the_spec_changes() {
             ..base.clone()
         };
         assert!(matches!(
-            act::decide_upgrade(&i),
+            act::upgrade::decide_upgrade(&i),
             UpgradeDecision::InProgress(..)
         ));
     }
@@ -920,7 +945,7 @@ fn upgrade_starts_once_resumes_and_is_not_retried_until_the_spec_changes() {
             container_exit: Some(code),
             ..base.clone()
         };
-        let d = act::decide_upgrade(&i);
+        let d = act::upgrade::decide_upgrade(&i);
         assert_eq!(
             matches!(d, UpgradeDecision::RollBack(_)),
             rollback,
@@ -933,7 +958,7 @@ fn upgrade_starts_once_resumes_and_is_not_retried_until_the_spec_changes() {
         ..base.clone()
     };
     assert_eq!(
-        act::decide_upgrade(&blocked),
+        act::upgrade::decide_upgrade(&blocked),
         UpgradeDecision::Blocked(failed.clone())
     );
     // A spec change (generation 3) retries, under a new id.
@@ -942,7 +967,7 @@ fn upgrade_starts_once_resumes_and_is_not_retried_until_the_spec_changes() {
         generation: 3,
         ..base.clone()
     };
-    match act::decide_upgrade(&retried) {
+    match act::upgrade::decide_upgrade(&retried) {
         UpgradeDecision::Start(o) => assert_eq!(o.id, "upgrade-17-to-18-g3"),
         other => panic!("{other:?}"),
     }
@@ -960,7 +985,11 @@ fn the_point_of_no_return_is_read_from_every_real_upgrade_result() {
         ("upgrade-succeeded.json", true),
     ] {
         let r = fixture::<UpgradeResult>(name);
-        assert_eq!(act::passed_point_of_no_return(&r), passed, "{name}");
+        assert_eq!(
+            act::upgrade::passed_point_of_no_return(&r),
+            passed,
+            "{name}"
+        );
     }
 }
 
@@ -982,7 +1011,7 @@ fn a_container_that_exits_is_judged_by_the_result_in_its_termination_message() {
     };
     for code in [1, 2, 137] {
         // Past the point of no return: the new image stays.
-        let d = act::decide_upgrade(&UpgradeInputs {
+        let d = act::upgrade::decide_upgrade(&UpgradeInputs {
             terminated_result: Some(&past),
             container_exit: Some(code),
             ..base.clone()
@@ -1000,7 +1029,7 @@ fn a_container_that_exits_is_judged_by_the_result_in_its_termination_message() {
     // and pg_upgrade's own words.
     let mut rolled = rolled_back.clone();
     rolled.id = op.id.clone();
-    match act::decide_upgrade(&UpgradeInputs {
+    match act::upgrade::decide_upgrade(&UpgradeInputs {
         terminated_result: Some(&rolled),
         container_exit: Some(1),
         ..base.clone()
@@ -1018,7 +1047,7 @@ fn a_container_that_exits_is_judged_by_the_result_in_its_termination_message() {
     let mut older = older_request.clone();
     older.id = "upgrade-16-to-17-g1".into();
     assert!(matches!(
-        act::decide_upgrade(&UpgradeInputs {
+        act::upgrade::decide_upgrade(&UpgradeInputs {
             result: Some(&older),
             terminated_result: Some(&past),
             container_exit: Some(1),
@@ -1053,7 +1082,7 @@ fn the_previous_image_refusing_upgraded_data_moves_the_pod_forward_again() {
     };
     // The old image exits 2 and publishes the upgrade's result: past the
     // point of no return, so the operation is recorded again, same id.
-    match act::decide_upgrade(&UpgradeInputs {
+    match act::upgrade::decide_upgrade(&UpgradeInputs {
         terminated_result: Some(&past),
         container_exit: Some(2),
         ..base.clone()
@@ -1073,7 +1102,7 @@ fn the_previous_image_refusing_upgraded_data_moves_the_pod_forward_again() {
     other.id = "upgrade-17-to-18-g1".into();
     for terminated in [Some(&rolled), Some(&other), None] {
         assert_eq!(
-            act::decide_upgrade(&UpgradeInputs {
+            act::upgrade::decide_upgrade(&UpgradeInputs {
                 terminated_result: terminated,
                 ..base.clone()
             }),
@@ -1091,7 +1120,7 @@ fn the_previous_image_refusing_upgraded_data_moves_the_pod_forward_again() {
                                  "fromImage": "img:17",
                                  "message": "exited 1 before its result could be read"}}),
     );
-    let pod = act::PodView {
+    let pod = act::pod::PodView {
         container_exit: None,
         terminated: image_state::TerminationMessage {
             upgrade: Some(past.clone()),
@@ -1146,7 +1175,7 @@ fn a_bootstrap_restore_the_image_refused_is_explained_from_the_termination_messa
     ] {
         let mut message = published.clone();
         message.restore.as_mut().unwrap().id = id.into();
-        let pod = act::PodView {
+        let pod = act::pod::PodView {
             uid: Some("pod-1"),
             container_exit: Some(1),
             terminated: message,
@@ -1208,7 +1237,7 @@ fn an_unconfirmed_rollback_is_completed_from_the_result_the_old_image_reports() 
         message: Some("exited 1".into()),
         from_image: Some("img:17".into()),
     };
-    let done = act::complete_failed_upgrade(&unknown, Some(&result));
+    let done = act::upgrade::complete_failed_upgrade(&unknown, Some(&result));
     assert_eq!(done.step.as_deref(), Some("check"));
     assert!(done.message.unwrap().contains("could not access file"));
     assert_eq!(done.generation, 2);
@@ -1216,7 +1245,7 @@ fn an_unconfirmed_rollback_is_completed_from_the_result_the_old_image_reports() 
     // Another id's result changes nothing.
     result.id = "other".into();
     assert_eq!(
-        act::complete_failed_upgrade(&unknown, Some(&result)),
+        act::upgrade::complete_failed_upgrade(&unknown, Some(&result)),
         unknown
     );
 }
@@ -1264,7 +1293,14 @@ fn restore_results_finish_the_request_with_their_outcome() {
             ..Default::default()
         };
         let now = ts("2026-11-21T07:00:00Z");
-        match act::decide_restore(Some(&request), None, Some(&op), Some(&result), None, now) {
+        match act::restore::decide_restore(
+            Some(&request),
+            None,
+            Some(&op),
+            Some(&result),
+            None,
+            now,
+        ) {
             RestoreDecision::Finished(record) => {
                 assert_eq!(record.request_id, result.id, "{name}");
                 assert_eq!(record.outcome, outcome, "{name}");
@@ -1273,7 +1309,14 @@ fn restore_results_finish_the_request_with_their_outcome() {
                 assert!(record.started_at.is_some() && record.finished_at.is_some());
                 // Once recorded, the same request id is never run again.
                 assert_eq!(
-                    act::decide_restore(Some(&request), Some(&record), None, None, None, now),
+                    act::restore::decide_restore(
+                        Some(&request),
+                        Some(&record),
+                        None,
+                        None,
+                        None,
+                        now
+                    ),
                     RestoreDecision::Idle,
                     "{name}"
                 );
@@ -1308,7 +1351,7 @@ fn restore_targets_are_checked_before_anything_is_touched() {
         let request = restore_request("r-1", target.clone());
         match (
             expect,
-            act::decide_restore(Some(&request), None, None, None, first, now),
+            act::restore::decide_restore(Some(&request), None, None, None, first, now),
         ) {
             ("start", RestoreDecision::Start(op)) => {
                 assert_eq!((op.kind.as_str(), op.id.as_str()), ("restore", "r-1"))
@@ -1326,7 +1369,7 @@ fn restore_targets_are_checked_before_anything_is_touched() {
 fn the_first_recoverability_point_written_to_status_fits_the_crd() {
     // What WAL-G reports is kept as it is.
     assert_eq!(
-        act::recoverability_point("2026-11-21T07:00:00.123456Z").as_deref(),
+        act::backup_health::recoverability_point("2026-11-21T07:00:00.123456Z").as_deref(),
         Some("2026-11-21T07:00:00.123456Z")
     );
     // A longer text that is a time is written as RFC 3339 UTC; one that is
@@ -1334,10 +1377,13 @@ fn the_first_recoverability_point_written_to_status_fits_the_crd() {
     let long = "2026-11-21T09:00:00+02:00[America/Argentina/ComodRivadavia][u-ca=iso8601]";
     assert!(long.len() > pgsteward_api::instance::FIRST_RECOVERABILITY_POINT_MAX_LEN);
     assert_eq!(
-        act::recoverability_point(long).as_deref(),
+        act::backup_health::recoverability_point(long).as_deref(),
         Some("2026-11-21T07:00:00Z")
     );
-    assert_eq!(act::recoverability_point(&"x".repeat(65)), None);
+    assert_eq!(
+        act::backup_health::recoverability_point(&"x".repeat(65)),
+        None
+    );
 }
 
 #[test]
@@ -1345,7 +1391,7 @@ fn a_restore_waits_for_the_operation_under_way_and_resumes_its_own() {
     let now = ts("2026-11-21T07:00:00Z");
     let request = restore_request("r-2", json!({"latest": true}));
     let upgrade = upgrade_op("upgrade-17-to-18-g2");
-    match act::decide_restore(Some(&request), None, Some(&upgrade), None, None, now) {
+    match act::restore::decide_restore(Some(&request), None, Some(&upgrade), None, None, now) {
         RestoreDecision::Wait(m) => assert!(
             m.contains("waits for the upgrade upgrade-17-to-18-g2"),
             "{m}"
@@ -1358,7 +1404,7 @@ fn a_restore_waits_for_the_operation_under_way_and_resumes_its_own() {
         ..Default::default()
     };
     assert!(matches!(
-        act::decide_restore(Some(&request), None, Some(&own), None, None, now),
+        act::restore::decide_restore(Some(&request), None, Some(&own), None, None, now),
         RestoreDecision::InProgress(_, None, _)
     ));
     // A previous request's record does not stop a new id.
@@ -1368,11 +1414,11 @@ fn a_restore_waits_for_the_operation_under_way_and_resumes_its_own() {
         ..Default::default()
     };
     assert!(matches!(
-        act::decide_restore(Some(&request), Some(&previous), None, None, None, now),
+        act::restore::decide_restore(Some(&request), Some(&previous), None, None, None, now),
         RestoreDecision::Start(_)
     ));
     assert_eq!(
-        act::decide_restore(None, Some(&previous), None, None, None, now),
+        act::restore::decide_restore(None, Some(&previous), None, None, None, now),
         RestoreDecision::Idle
     );
     // A refused request stays refused under its id, with its reason.
@@ -1384,7 +1430,7 @@ fn a_restore_waits_for_the_operation_under_way_and_resumes_its_own() {
         ..Default::default()
     };
     assert_eq!(
-        act::decide_restore(Some(&request), Some(&refused), None, None, None, now),
+        act::restore::decide_restore(Some(&request), Some(&refused), None, None, None, now),
         RestoreDecision::Reject("RestoreTargetInFuture", "in the future".into())
     );
 }
@@ -1417,7 +1463,7 @@ fn reload_or_restart_from_pending_restart_and_file_errors() {
     ];
     for (what, pending, errors, expect) in table {
         let r = report(results.clone(), healthy_archiver(), pending, errors);
-        assert_eq!(act::config_decision(&r), expect, "{what}");
+        assert_eq!(act::config::config_decision(&r), expect, "{what}");
     }
 }
 
@@ -1427,14 +1473,14 @@ fn a_pending_restart_restarts_once_per_configuration() {
     let spec = json!({"postgresVersion": 18, "storage": {"size": "1Gi"},
                       "config": {"parameters": {"shared_buffers": "64MB"}}});
     let current = running_instance(spec.clone(), json!({"postgresVersion": 18}));
-    let revision = act::config_revision(&pgsteward_operator::build::conf_d(&current));
+    let revision = act::config::config_revision(&pgsteward_operator::build::conf_d(&current));
     let pending = report(
         json!({"backup": null, "upgrade": null, "restore": null}),
         healthy_archiver(),
         json!([{"name": "shared_buffers", "setting": "16384"}]),
         json!([]),
     );
-    let pod = act::PodView {
+    let pod = act::pod::PodView {
         uid: Some("pod-2"),
         ..Default::default()
     };
@@ -1496,8 +1542,14 @@ fn a_pending_restart_restarts_once_per_configuration() {
 fn config_revision_changes_with_the_content_only() {
     let a = [("a.conf".to_string(), "x = '1'\n".to_string())].into();
     let b = [("a.conf".to_string(), "x = '2'\n".to_string())].into();
-    assert_eq!(act::config_revision(&a), act::config_revision(&a.clone()));
-    assert_ne!(act::config_revision(&a), act::config_revision(&b));
+    assert_eq!(
+        act::config::config_revision(&a),
+        act::config::config_revision(&a.clone())
+    );
+    assert_ne!(
+        act::config::config_revision(&a),
+        act::config::config_revision(&b)
+    );
 }
 
 // ------------------------------------------------ pgsteward-status parsing
@@ -1539,7 +1591,7 @@ fn pgsteward_status_output_parses_with_every_result_kind() {
     )
     .unwrap();
     assert!(!down.server.running);
-    assert_eq!(act::config_decision(&down), ConfigDecision::Loaded);
+    assert_eq!(act::config::config_decision(&down), ConfigDecision::Loaded);
 }
 
 #[test]
@@ -1574,10 +1626,10 @@ fn overriding_a_condition_moves_its_time_only_when_its_status_changes() {
             conditions: prior.clone(),
             ..Default::default()
         };
-        status::override_conditions(
+        conditions::override_conditions(
             &mut s,
             &prior,
-            vec![status::condition("Upgrading", st, reason, "m", Some(2))],
+            vec![conditions::condition("Upgrading", st, reason, "m", Some(2))],
             t1,
         );
         let c = s
@@ -1601,7 +1653,7 @@ fn real_pgsteward_status_documents_drive_reload_restart_and_restore_progress() {
     // The running server has both a pending restart (shared_buffers) and a
     // refused value (work_mem): the refused value is reported first.
     assert!(up.server.running);
-    match act::config_decision(&up) {
+    match act::config::config_decision(&up) {
         ConfigDecision::Invalid(m) => {
             assert!(m.starts_with("work_mem (line 1 of "), "{m}");
             assert!(m.ends_with("setting could not be applied"), "{m}");
@@ -1611,25 +1663,29 @@ fn real_pgsteward_status_documents_drive_reload_restart_and_restore_progress() {
     let mut restart_only = up.clone();
     restart_only.config_errors = Some(vec![]);
     assert_eq!(
-        act::config_decision(&restart_only),
+        act::config::config_decision(&restart_only),
         ConfigDecision::NeedsRestart(vec!["shared_buffers".into()])
     );
     let pending = &up.pending_restart.as_ref().unwrap()[0];
     assert_eq!(pending.pending_setting.as_deref(), Some("64MB"));
     // Backup health from the same document: archiving works, a backup
     // exists, but it was taken on demand: no scheduled backup yet.
-    let last = act::backup_record(up.results.backup.as_ref().unwrap()).unwrap();
-    let last_scheduled = act::last_scheduled_backup(None, up.results.backup.as_ref());
+    let last = act::backup_health::backup_record(up.results.backup.as_ref().unwrap()).unwrap();
+    let last_scheduled =
+        act::backup_health::last_scheduled_backup(None, up.results.backup.as_ref());
     assert_eq!(last_scheduled, None);
     let now = ts(last.finished_at.as_deref().unwrap());
-    let (s, reason, _) = act::backup_health(Some("0 3 * * *"), Some(&up), None, Some(&last), now);
+    let (s, reason, _) =
+        act::backup_health::backup_health(Some("0 3 * * *"), Some(&up), None, Some(&last), now);
     assert_eq!((s, reason), ("Unknown", "NoScheduledBackupYet"));
-    assert!(!act::archiving_fails(up.archiver.as_ref().unwrap()));
+    assert!(!act::backup_health::archiving_fails(
+        up.archiver.as_ref().unwrap()
+    ));
 
     // Server down during an in-place restore: nothing is known about the
     // configuration, and the restore is in progress at its step.
     assert!(!down.server.running);
-    assert_eq!(act::config_decision(&down), ConfigDecision::Loaded);
+    assert_eq!(act::config::config_decision(&down), ConfigDecision::Loaded);
     let result = down.results.restore.as_ref().unwrap();
     let request = restore_request(&result.id, json!({"immediate": true}));
     let op = OperationRecord {
@@ -1637,7 +1693,7 @@ fn real_pgsteward_status_documents_drive_reload_restart_and_restore_progress() {
         id: result.id.clone(),
         ..Default::default()
     };
-    match act::decide_restore(Some(&request), None, Some(&op), Some(result), None, now) {
+    match act::restore::decide_restore(Some(&request), None, Some(&op), Some(result), None, now) {
         RestoreDecision::InProgress(_, step, _) => assert_eq!(step.as_deref(), Some("fetch")),
         other => panic!("{other:?}"),
     }
@@ -1664,7 +1720,7 @@ fn a_restore_and_an_upgrade_requested_at_once_run_restore_first_and_status_says_
         "conditions": []});
     let now = ts("2026-11-21T07:00:00Z");
     let i = running_instance(spec.clone(), status);
-    let p = act::plan(&i, &settings, None, &act::PodView::default(), now);
+    let p = act::plan(&i, &settings, None, &act::pod::PodView::default(), now);
     assert_eq!(
         p.operation.as_ref().map(|o| o.kind.as_str()),
         Some("restore")
@@ -1694,7 +1750,7 @@ fn a_restore_and_an_upgrade_requested_at_once_run_restore_first_and_status_says_
     let done = json!({"postgresVersion": 17, "image": "ghcr.io/pgsteward/postgres:17-standard-trixie",
         "conditions": [], "lastRestore": {"requestId": "r-1", "outcome": "succeeded"}});
     let i = running_instance(spec, done);
-    let p = act::plan(&i, &settings, None, &act::PodView::default(), now);
+    let p = act::plan(&i, &settings, None, &act::pod::PodView::default(), now);
     let op = p.operation.unwrap();
     assert_eq!(
         (op.kind.as_str(), op.id.as_str()),
@@ -1736,7 +1792,7 @@ fn a_pod_that_does_not_run_on_another_image_is_replaced_a_running_one_never() {
         ),
     ];
     for (what, image, running, terminating, replaced) in table {
-        let pod = act::PodView {
+        let pod = act::pod::PodView {
             uid: Some("pod-1"),
             image: Some(image),
             running: *running,
@@ -1831,7 +1887,7 @@ fn archiving_progress_is_written_at_most_every_few_minutes_failures_at_once() {
         last_failed_wal: (failed > 0).then(|| "000000010000000000000009".into()),
         last_failed_time: (failed > 0).then(|| "2026-11-21T06:01:00Z".into()),
     };
-    let first = act::refresh_archiver(None, &at("01", "2026-11-21T06:00:00Z", 0));
+    let first = act::backup_health::refresh_archiver(None, &at("01", "2026-11-21T06:00:00Z", 0));
     assert_eq!(first.last_archived_wal.as_deref(), Some("01"));
     // (what, next report, expected recorded WAL, failures)
     let table = [
@@ -1855,8 +1911,90 @@ fn archiving_progress_is_written_at_most_every_few_minutes_failures_at_once() {
         ),
     ];
     for (what, next, wal, failed) in table {
-        let r = act::refresh_archiver(Some(&first), &next);
+        let r = act::backup_health::refresh_archiver(Some(&first), &next);
         assert_eq!(r.last_archived_wal.as_deref(), Some(wal), "{what}");
         assert_eq!(r.failed_count, Some(failed), "{what}");
     }
+}
+
+// -------------------------------------------------------------------- pod
+
+#[test]
+fn the_pod_view_counts_an_exit_code_only_on_the_spec_image_and_reads_the_template_request() {
+    use pgsteward_operator::observe::{ContainerState, ObservedPod};
+    let pod: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(json!({"metadata": {"name": "db-0", "uid": "pod-1"}})).unwrap();
+    let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
+        "spec": {"selector": {}, "serviceName": "db-hl", "template": {"spec": {"containers": [
+            {"name": "postgres", "env": [{"name": "PGSTEWARD_UPGRADE_ID", "value": "upgrade-17-to-18-g4"}]}
+        ]}}}
+    }))
+    .unwrap();
+    let exited_on = |image: &str| ObservedPod {
+        ordinal: 0,
+        name: "db-0".into(),
+        pod: Some(pod.clone()),
+        container: ContainerState {
+            running: false,
+            exit: Some(2),
+            image: Some(image.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let new_image = exited_on("img:18");
+    let view = act::pod::PodView::of(Some(&new_image), Some(&sts), "img:18");
+    assert_eq!(view.uid, Some("pod-1"));
+    assert_eq!(view.container_exit, Some(2));
+    assert_eq!(view.template_upgrade_id, Some("upgrade-17-to-18-g4"));
+    // The previous image exiting says nothing about the upgrade.
+    let old_image = exited_on("img:17");
+    let view = act::pod::PodView::of(Some(&old_image), Some(&sts), "img:18");
+    assert_eq!(view.container_exit, None);
+    // No pod yet: only the template is seen.
+    let view = act::pod::PodView::of(None, Some(&sts), "img:18");
+    assert_eq!((view.uid, view.running), (None, false));
+    assert_eq!(view.template_upgrade_id, Some("upgrade-17-to-18-g4"));
+}
+
+#[test]
+fn a_plan_records_its_operation_first_and_writes_only_the_fields_operations_own() {
+    let settings = pgsteward_operator::build::Settings::default();
+    let spec = json!({"postgresVersion": 18, "storage": {"size": "1Gi"}});
+    let status = json!({"postgresVersion": 17, "image": "ghcr.io/pgsteward/postgres:17-standard-trixie",
+        "observedGeneration": 3, "configRevision": "abc", "conditions": []});
+    let i = running_instance(spec, status);
+    let p = act::plan(
+        &i,
+        &settings,
+        None,
+        &act::pod::PodView::default(),
+        ts("2026-11-21T07:00:00Z"),
+    );
+    assert!(p.record_first);
+    assert!(!p.settled(), "an upgrade runs");
+    let prior = i.status.clone().unwrap();
+    let first = p.recorded(&prior);
+    assert_eq!(first.operation, p.operation);
+    assert_eq!(
+        (first.observed_generation, first.image.as_deref()),
+        (
+            Some(3),
+            Some("ghcr.io/pgsteward/postgres:17-standard-trixie")
+        ),
+        "everything else stays as it was"
+    );
+    let mut next = prior.clone();
+    p.record_into(&mut next);
+    assert_eq!(next.operation, p.operation);
+    assert_eq!(next.config_revision.as_deref(), Some("abc"));
+    assert_eq!(
+        next.postgres_version,
+        Some(17),
+        "the upgrade has not succeeded"
+    );
+    assert_eq!(
+        next.conditions, prior.conditions,
+        "conditions are status's to merge"
+    );
 }

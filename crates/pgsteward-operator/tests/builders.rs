@@ -14,8 +14,9 @@ use k8s_openapi::{
 use kube::Resource;
 use pgsteward_api::{PgInstance, quantity::Quantity};
 use pgsteward_operator::{
-    build::{self, DesiredObjects, Settings, names},
-    observe::Observed,
+    build::{self, DesiredObjects, Settings},
+    conditions, names,
+    observe::{Observed, ObservedPod},
     status, validate,
 };
 use serde_json::json;
@@ -140,7 +141,7 @@ fn pvc_size_is_size_factor_times_data_size_rounded_up_to_a_valid_quantity() {
         ("1Ki", 2.5, "2560"),    // below a MiB: whole bytes
     ];
     for (size, factor, expected) in cases {
-        let q = build::volume_size(Quantity::parse(size).unwrap(), factor);
+        let q = pgsteward_api::quantity::volume_size(Quantity::parse(size).unwrap(), factor);
         let expected_q = Quantity::parse(expected).unwrap();
         // Never smaller than factor × size.
         let exact = Quantity::parse(size).unwrap().ceil_units() as f64 * factor;
@@ -176,7 +177,7 @@ fn an_existing_statefulset_keeps_its_claim_template_and_the_claim_grows_instead(
     let mut observed = observed_all_present(&small);
     observed.statefulset = Some(build_for(&small, &observed).statefulset); // 25Gi template
     let mut claim = PersistentVolumeClaim::default();
-    claim.metadata.name = Some(names::data_claim("db"));
+    claim.metadata.name = Some(names::data_claim("db", 0));
     claim.spec = Some(k8s_openapi::api::core::v1::PersistentVolumeClaimSpec {
         resources: Some(k8s_openapi::api::core::v1::VolumeResourceRequirements {
             requests: Some(BTreeMap::from([(
@@ -187,16 +188,25 @@ fn an_existing_statefulset_keeps_its_claim_template_and_the_claim_grows_instead(
         }),
         ..Default::default()
     });
-    observed.data_claim = Some(claim);
+    observed.pods = vec![ObservedPod {
+        ordinal: 0,
+        name: names::pod("db", 0),
+        data_claim: Some(claim),
+        ..Default::default()
+    }];
 
     // Same size: no expansion.
-    assert!(build_for(&small, &observed).data_claim_expansion.is_none());
+    assert!(
+        build_for(&small, &observed)
+            .data_claim_expansions
+            .is_empty()
+    );
 
     // 20Gi of data: the template stays at 25Gi (immutable), the claim asks for 50Gi.
     let grown = instance(json!({"postgresVersion": 18, "storage": {"size": "20Gi"}}));
     let d = build_for(&grown, &observed);
     assert_eq!(template_size(&d.statefulset), "25Gi");
-    let expansion = d.data_claim_expansion.expect("the claim grows");
+    let [expansion] = <[_; 1]>::try_from(d.data_claim_expansions).expect("the claim grows");
     assert_eq!(expansion.metadata.name.as_deref(), Some("data-db-0"));
     let requested = &expansion.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0;
     assert_eq!(requested, "50Gi");
@@ -692,9 +702,9 @@ fn every_owned_object_has_the_owner_reference_and_labels_but_not_the_secret() {
         service,
         headless_service,
         statefulset,
-        data_claim_expansion,
+        data_claim_expansions,
     } = d;
-    assert!(data_claim_expansion.is_none());
+    assert!(data_claim_expansions.is_empty());
     for meta in [
         &config_map.metadata,
         &service.metadata,
@@ -951,7 +961,7 @@ fn last_transition_time_moves_only_when_the_status_changes() {
         };
         assert_eq!(c.last_transition_time.0, expected, "{}", c.type_);
     }
-    let changed: Vec<_> = status::transitions(&first.conditions, &second.conditions)
+    let changed: Vec<_> = conditions::transitions(&first.conditions, &second.conditions)
         .into_iter()
         .map(|(c, _)| c.type_.clone())
         .collect();

@@ -21,7 +21,8 @@ use kube::{Client, client::Body, core::error_boundary::DeserializeGuard};
 use pgsteward_api::PgInstance;
 use pgsteward_operator::{
     build::Settings,
-    controller::{self, Context},
+    context::{self, Context},
+    controller,
     exec::{ExecError, ExecOutput, LocalExec, PodExec, Scripted},
     metrics::Metrics,
     rbac,
@@ -883,13 +884,13 @@ async fn a_missing_secret_degrades_the_instance_writes_nothing_else_and_backs_of
         .filter(|w| !w.contains("events"))
         .collect();
     assert!(w.is_empty(), "{w:?}");
-    let d1 = controller::backoff(1, None);
-    let d5 = controller::backoff(5, None);
-    let d_429 = controller::backoff(1, Some(429));
+    let d1 = context::backoff(1, None);
+    let d5 = context::backoff(5, None);
+    let d_429 = context::backoff(1, Some(429));
     assert!(d1.as_secs_f64() >= 4.0 && d1.as_secs_f64() <= 6.0, "{d1:?}");
     assert!(d5.as_secs_f64() >= 64.0, "{d5:?}");
     assert!(d_429.as_secs_f64() >= 48.0, "{d_429:?}");
-    assert!(controller::backoff(50, None).as_secs_f64() <= 360.0);
+    assert!(context::backoff(50, None).as_secs_f64() <= 360.0);
 
     // The Secret appears: the next retry recovers.
     world.fake.seed(

@@ -26,7 +26,8 @@ use pgsteward_api::{PgBackup, PgInstance};
 use pgsteward_operator::{
     backups::{self, WAIT},
     build::Settings,
-    controller::Context,
+    context::Context,
+    controller,
     exec::{ExecOutput, Scripted},
     metrics::Metrics,
     rbac,
@@ -166,7 +167,7 @@ fn a_finished_pgbackup_wakes_its_instance_so_last_backup_shows_it_at_once() {
         ("new", pgbackup_json(NS, "e", "db", None), None),
     ];
     for (what, backup, woken) in table {
-        let got = backups::instance_of_finished_backup(&guard(backup));
+        let got = controller::instance_of_finished_backup(&guard(backup));
         assert_eq!(got.as_ref().map(|r| r.name.as_str()), woken, "{what}");
         if let Some(r) = got {
             assert_eq!(
@@ -180,7 +181,7 @@ fn a_finished_pgbackup_wakes_its_instance_so_last_backup_shows_it_at_once() {
         "apiVersion": "pgsteward.io/v1alpha1", "kind": "PgBackup",
         "metadata": {"name": "u", "namespace": NS}, "spec": {"instanceRef": 7}}))
     .unwrap();
-    assert_eq!(backups::instance_of_finished_backup(&unreadable), None);
+    assert_eq!(controller::instance_of_finished_backup(&unreadable), None);
 }
 
 // ------------------------------------------------- the controller, mocked API
@@ -471,7 +472,7 @@ async fn a_pending_backup_starts_as_soon_as_its_instance_becomes_ready() {
 #[test]
 fn an_instance_pod_event_wakes_its_instance() {
     use k8s_openapi::api::core::v1::Pod;
-    use pgsteward_operator::{build, controller};
+    use pgsteward_operator::build;
     // The watch selects the pods by the StatefulSet's template labels.
     let labels = build::selector_labels("db");
     let (key, value) = controller::POD_SELECTOR.split_once('=').unwrap();
