@@ -29,7 +29,7 @@ def _fake_postgres_tree(root: Path) -> Path:
     rule = textwrap.dedent("""\
         all install:
         \t@test "$(MAKELEVEL)" = 0 || { echo "MAKELEVEL=$(MAKELEVEL): utils/errcodes.h would not be generated"; exit 1; }
-        \t@case "$(MAKEFLAGS)" in *jobserver*) echo "inherited jobserver: $(MAKEFLAGS)"; exit 1;; esac
+        \t@case "$(MAKEFLAGS)" in *OUTER_MAKE_VARIABLE*) echo "inherited MAKEFLAGS: $(MAKEFLAGS)"; exit 1;; esac
         """)
     (src / "Makefile").write_text(rule)
     (src / "contrib" / "Makefile").write_text(rule)
@@ -39,7 +39,10 @@ def _fake_postgres_tree(root: Path) -> Path:
 def _run_under_make(root: Path, recipe: str) -> subprocess.CompletedProcess:
     (root / "outer.mk").write_text(f"all:\n\t{recipe}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE") and k != "MFLAGS"}
-    return subprocess.run(["make", "-j2", "-f", str(root / "outer.mk")], cwd=root, env=env,
+    # A variable on the outer command line travels in MAKEFLAGS to every
+    # make below it, unless the installer drops MAKEFLAGS.
+    return subprocess.run(["make", "-j2", "-f", str(root / "outer.mk"), "OUTER_MAKE_VARIABLE=1"],
+                          cwd=root, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
