@@ -3,6 +3,12 @@
 #
 #   e2e/run-tier.sh image|chart|cluster|bench-upgrade|bench-scale
 #
+# The image tier runs the wal-g named by PGSTEWARD_WALG (default: the labelled
+# stand-in e2e/standins/wal-g, file storage only) and, for its S3 backend, the
+# versitygw that e2e/setup/install-s3.sh put in $PGSTEWARD_CACHE/bin (or
+# PGSTEWARD_S3_SERVER). Its header says which ran; docs/walg.md says how
+# real WAL-G differed.
+#
 # Exit codes: 0 the tier passed (or skipped, saying why); 1 it failed; 2 usage.
 set -Eeuo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)

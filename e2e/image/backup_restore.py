@@ -2,7 +2,8 @@
 test_pitr.py, test_restore_in_place.py, test_restore_faults.py, test_status.py).
 
 Everything here drives real programs: the image's scripts, real PostgreSQL
-binaries and the WAL-G stand-in (or real WAL-G when present).
+binaries and the chosen wal-g (PGSTEWARD_WALG: real WAL-G, or the stand-in),
+on the test's storage backend (file, or S3 on a real S3 server).
 """
 
 from __future__ import annotations
@@ -19,14 +20,23 @@ import harness
 
 FIXTURES = harness.REPO / "e2e" / "fixtures" / "state"
 UPDATE_FIXTURES = os.environ.get("PGSTEWARD_UPDATE_FIXTURES") == "1"
-USING_STANDIN = harness.walg_bin().startswith(str(harness.STANDINS))
+USING_STANDIN = harness.using_standin()
+# Every storage variable unset: "no backup storage configured", on any backend.
+NO_STORAGE = {var: "__unset__" for var in ("WALG_FILE_PREFIX", "WALG_S3_PREFIX", "WALG_GS_PREFIX", "WALG_AZ_PREFIX")}
 TS_SQL = "to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 
 def needs_standin(what: str) -> None:
-    """Fault knobs (WALG_STANDIN_FAIL) exist only in the stand-in."""
+    """Fault knobs (WALG_STANDIN_FAIL) exist only in the stand-in, and the
+    stand-in only has file storage."""
     if not USING_STANDIN:
         pytest.skip(f"needs the WAL-G stand-in's fault injection ({what}); real WAL-G is in use")
+
+
+def walg(inst: harness.Instance, *args: str, storage=None, check: bool = True, **env) -> subprocess.CompletedProcess:
+    """wal-g itself, at <base>/<major> of the instance's (or the given) storage."""
+    st = storage or inst.storage
+    return inst.run([harness.walg_bin(), *args], check=check, **{**st.walg_env(inst.major), **env})
 
 
 # --- servers -------------------------------------------------------------------
@@ -93,35 +103,36 @@ def backup(inst: harness.Instance, *args: str, check: bool = True, **env) -> sub
     return inst.script("backup.sh", *args, check=check, **env)
 
 
-def backup_names(inst: harness.Instance, storage: Path | None = None) -> list[str]:
+def backup_names(inst: harness.Instance, storage=None) -> list[str]:
     """Backup names in the storage, oldest first, through wal-g itself."""
-    prefix = (storage or inst.storage) / str(inst.major)
-    out = inst.run([harness.walg_bin(), "backup-list", "--json", "--detail"], WALG_FILE_PREFIX=prefix).stdout
+    out = walg(inst, "backup-list", "--json", "--detail", storage=storage).stdout
     rows = json.loads(out or "[]")
     return [r["backup_name"] for r in sorted(rows, key=lambda r: r["start_time"])]
 
 
-def wal_dir(storage: Path, major: int) -> Path:
-    return storage / str(major) / "wal_005"
-
-
+WAL_FOLDER = "wal_005"
 COMPRESSION_SUFFIXES = (".lz4", ".zst", ".br", ".lzma", ".gz")  # real WAL-G compresses; the stand-in does not
 
 
-def archived(storage: Path, major: int) -> list[str]:
+def strip_compression(name: str) -> str:
+    for suffix in COMPRESSION_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name
+
+
+def archived(storage, major: int) -> list[str]:
     """WAL file names in the archive, without WAL-G's compression suffix."""
-    d = wal_dir(storage, major)
-    if not d.is_dir():
-        return []
-    names = []
-    for p in d.iterdir():
-        if p.name.startswith("."):
-            continue
-        name = p.name
-        for suffix in COMPRESSION_SUFFIXES:
-            name = name.removesuffix(suffix)
-        names.append(name)
-    return sorted(names)
+    return sorted(strip_compression(k) for k in storage.keys(major, WAL_FOLDER))
+
+
+def remove_from_archive(storage, major: int, wal_name: str) -> list[str]:
+    """Delete one WAL file's object(s) from the storage, behind WAL-G's back
+    (what a lifecycle rule or a careless operator does). Returns the object names."""
+    doomed = [k for k in storage.keys(major, WAL_FOLDER) if strip_compression(k) == wal_name]
+    assert doomed, f"{wal_name} is not in the archive: {storage.keys(major, WAL_FOLDER)}"
+    for k in doomed:
+        storage.delete(major, WAL_FOLDER, k)
+    return doomed
 
 
 def restore_env(mode: str, request_id: str, target: str = "latest", value: str | None = None,
@@ -132,7 +143,7 @@ def restore_env(mode: str, request_id: str, target: str = "latest", value: str |
     if backup is not None:
         env["PGSTEWARD_RESTORE_BACKUP"] = backup
     if source is not None:
-        env["PGSTEWARD_RESTORE_SOURCE_PREFIX"] = str(source)
+        env["PGSTEWARD_RESTORE_SOURCE_PREFIX"] = source if isinstance(source, str) else source.base
     return env
 
 

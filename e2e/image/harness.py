@@ -8,7 +8,9 @@ An `Instance` lays out what the container would have, under one directory:
     <root>/etc           PGSTEWARD_CONFIG_DIR (/etc/postgresql), a copy of
                          images/postgres/config plus an empty conf.d/
     <root>/run           PGSTEWARD_RUN_DIR (/var/run/postgresql), the socket
-    <storage>            WALG_FILE_PREFIX, shared between instances for clones
+    <storage>            the backup storage (storage.py): WALG_FILE_PREFIX=<root>/storage
+                         by default, or an S3 bucket on the tier's own S3 server;
+                         shared between instances for clones
 
 PostgreSQL refuses to run as root, so every server process and script runs as
 the unprivileged `postgres` user, as it does in a pod with runAsUser 999.
@@ -27,6 +29,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from storage import FileStorage, S3Storage
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "images" / "postgres" / "scripts"
@@ -48,12 +52,32 @@ def majors_available() -> list[int]:
     )
 
 
+STANDIN_WALG = str(STANDINS / "wal-g")
+
+
 def walg_bin() -> str:
-    """Real WAL-G when present (WALG_BIN or on PATH), else the labelled stand-in."""
-    if os.environ.get("WALG_BIN"):
-        return os.environ["WALG_BIN"]
-    real = shutil.which("wal-g")
-    return real or str(STANDINS / "wal-g")
+    """The wal-g the tier runs: PGSTEWARD_WALG=/path/to/wal-g (WALG_BIN is the
+    older name), else the labelled stand-in e2e/standins/wal-g."""
+    return os.environ.get("PGSTEWARD_WALG") or os.environ.get("WALG_BIN") or STANDIN_WALG
+
+
+def using_standin() -> bool:
+    return os.path.realpath(walg_bin()) == os.path.realpath(STANDIN_WALG)
+
+
+def walg_version() -> str:
+    proc = subprocess.run([walg_bin(), "--version"], capture_output=True, text=True, timeout=30)
+    return " ".join((proc.stdout or proc.stderr).split()) or f"(exit {proc.returncode}, no output)"
+
+
+def walg_supports(kind: str) -> str | None:
+    """None when the chosen wal-g can use storage `kind`, else why not."""
+    if kind == "file":
+        return None
+    if using_standin():
+        return (f"the WAL-G stand-in implements only file storage, not {kind}; "
+                "run the tier with PGSTEWARD_WALG=/path/to/real/wal-g")
+    return None
 
 
 def run_user_ids() -> tuple[int, int]:
@@ -93,24 +117,30 @@ def make_workdir(name: str) -> Path:
 class Instance:
     """One PostgreSQL instance laid out as the image lays it out."""
 
-    def __init__(self, root: Path, major: int, storage: Path | None = None, env: dict | None = None):
+    def __init__(self, root: Path, major: int, storage=None, env: dict | None = None):
         self.root = root
         self.major = major
         self.volume = root / "volume"
         self.config_dir = root / "etc"
         self.run_dir = root / "run"
         self.log_path = root / "server.log"
-        self.storage = storage if storage is not None else root / "storage"
+        if storage is None:
+            storage = FileStorage(root / "storage")
+        elif isinstance(storage, (str, Path)):
+            storage = FileStorage(Path(storage))
+        self.storage: FileStorage | S3Storage = storage
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
-        for d in (self.volume, self.run_dir, self.storage):
+        for d in (self.volume, self.run_dir):
             d.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.storage, FileStorage):
+            self.storage.path.mkdir(parents=True, exist_ok=True)
         if not self.config_dir.exists():
             shutil.copytree(CONFIG, self.config_dir)
         (self.config_dir / "conf.d").mkdir(exist_ok=True)
         chown_to_run_user(self.root)
-        if not str(self.storage).startswith(str(self.root)):
-            chown_to_run_user(self.storage)
+        if isinstance(self.storage, FileStorage) and not str(self.storage.path).startswith(str(self.root)):
+            chown_to_run_user(self.storage.path)
         self.extra_env = dict(env or {})
 
     # -- environment -------------------------------------------------------
@@ -138,7 +168,7 @@ class Instance:
             "PGUSER": "postgres",
             "POSTGRES_PASSWORD": SUPERUSER_PASSWORD,
             "WALG_BIN": walg_bin(),
-            "WALG_FILE_PREFIX": str(self.storage),
+            **self.storage.env(),
             "DOCKER_ENTRYPOINT": str(STANDINS / "docker-entrypoint.sh"),
             "LC_ALL": "C.UTF-8",
         }
@@ -244,7 +274,7 @@ class Instance:
         return json.loads(path.read_text())
 
 
-def new_instance(name: str, major: int, storage: Path | None = None, env: dict | None = None) -> Instance:
+def new_instance(name: str, major: int, storage=None, env: dict | None = None) -> Instance:
     return Instance(make_workdir(name), major, storage=storage, env=env)
 
 

@@ -1,6 +1,7 @@
 """Point-in-time restores on real PostgreSQL: real WAL across several
 segments, real recovery, targets by time, LSN, restore point and xid; clones
-and bootstrap through the entrypoint; the cost of our orchestration."""
+and bootstrap through the entrypoint; the cost of our orchestration. On the
+file and the S3 backend."""
 
 from __future__ import annotations
 
@@ -15,13 +16,19 @@ import harness
 from backup_restore import (archived, backup, check_fixture, commit_row, ids, restore_env, start_primary,
                             switch_wal, system_identifier, timeline, wait_archived)
 
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 @pytest.fixture(scope="module")
-def source():
+def source(backend, request):
     """One primary: backup B1, rows 1-3, backup B2, rows 4-6, each row in its
     own transaction and WAL segment, with a restore point after row 5."""
     major = 18
-    inst = harness.new_instance("pitr-source", major)
+    storage = None
+    if backend == "s3":
+        from storage import S3Storage
+        storage = S3Storage(request.getfixturevalue("s3_server"), "pgsteward-e2e", f"pitr-source-{id(request)}")
+    inst = harness.new_instance("pitr-source", major, storage=storage)
     try:
         inst.start()
         inst.psql("create table items (id int primary key, note text not null, "
@@ -51,7 +58,7 @@ def source():
 
 def clone(make_instance, src, request_id, target, value=None, backup_name=None):
     inst = make_instance(env=restore_env("clone", request_id, target, value, backup_name,
-                                         source=src["inst"].storage))
+                                         source=src["inst"].storage.base))
     inst.start()
     return inst
 
@@ -163,7 +170,7 @@ def test_restore_wall_time_versus_raw_fetch_and_replay(make_instance, source):
     inst = make_instance(name="timing-clone")
     started = time.monotonic()
     run = inst.script("restore.sh", "clone", "--id", "timed", "--target", "time", "--target-value", value,
-                      "--source-prefix", str(src.storage))
+                      "--source-prefix", src.storage.base)
     ours = time.monotonic() - started
     assert json.loads(run.stdout)["outcome"] == "succeeded"
     backup_name = json.loads(run.stdout)["details"]["backupName"]
@@ -173,9 +180,9 @@ def test_restore_wall_time_versus_raw_fetch_and_replay(make_instance, source):
 
     raw = make_instance(name="timing-raw")
     walg = harness.walg_bin()
-    prefix = str(src.storage / str(src.major))
+    walg_env = src.storage.walg_env(src.major)
     started = time.monotonic()
-    raw.run([walg, "backup-fetch", str(raw.pgdata), backup_name], WALG_FILE_PREFIX=prefix)
+    raw.run([walg, "backup-fetch", str(raw.pgdata), backup_name], **walg_env)
     fetched = time.monotonic() - started
     (raw.pgdata / "recovery.signal").touch()
     with open(raw.pgdata / "postgresql.auto.conf", "a") as conf:
@@ -186,7 +193,7 @@ def test_restore_wall_time_versus_raw_fetch_and_replay(make_instance, source):
     pg_ctl = str(harness.pg_bindir(raw.major) / "pg_ctl")
     raw.run([pg_ctl, "-D", str(raw.pgdata), "-l", str(raw.root / "raw.log"), "-w", "-t", "300",
              "-o", f"-c listen_addresses= -c unix_socket_directories={raw.run_dir} -c archive_mode=off", "start"],
-            WALG_FILE_PREFIX=prefix)
+            **walg_env)
     while raw.query("select pg_is_in_recovery()", check=False) != "f":
         time.sleep(0.05)
     replayed = time.monotonic() - started
@@ -197,7 +204,7 @@ def test_restore_wall_time_versus_raw_fetch_and_replay(make_instance, source):
              "-o", f"-c listen_addresses= -c unix_socket_directories={raw.run_dir}", "start"])
     assert ids(inst) == ids(raw) == [1, 2, 3, 4, 5]
     print(f"\nTIMING restore to a time, backup {backup_name}, 5 rows over ~8 WAL segments "
-          f"(WAL-G: {'stand-in' if walg.startswith(str(harness.STANDINS)) else 'real'}):\n"
+          f"(WAL-G: {'stand-in' if harness.using_standin() else 'real'}, {src.storage.kind} storage):\n"
           f"  restore.sh clone (validate, space check, fetch, configure, recover, verify, stop): {ours:.2f}s\n"
           f"  raw by hand: backup-fetch {fetched:.2f}s + replay to promotion {replayed - fetched:.2f}s "
           f"= {replayed:.2f}s, + stop {handmade - replayed:.2f}s = {handmade:.2f}s\n"

@@ -1,20 +1,26 @@
 """Restores against a damaged or unreachable archive, on real PostgreSQL: a gap
 in the WAL never becomes a silent early promotion, and a storage outage
-during recovery aborts it."""
+during recovery aborts it. On the file and the S3 backend; the archive gap
+is an object deleted from the storage behind WAL-G's back."""
 
 from __future__ import annotations
 
 import json
+import time
+
+import pytest
 
 from backup_restore import (archived, backup, check_fixture, commit_row, ids, needs_standin, pgdata_fingerprint,
-                            restore_env, start_expect_failure, start_primary, switch_wal, timeline, wait_archived,
-                            wal_dir)
+                            remove_from_archive as remove_wal_object, restore_env, start_expect_failure,
+                            start_primary, switch_wal, timeline, wait_archived)
+
+pytestmark = pytest.mark.usefixtures("backend")
 
 
-def primary_over_many_segments(make_instance):
+def primary_over_many_segments(make_instance, storage=None):
     """Backup, then rows 1-6, each committed in its own WAL segment. Returns
     (inst, points, segment holding row 3's commit)."""
-    inst = start_primary(make_instance)
+    inst = start_primary(make_instance, storage=storage)
     backup(inst, "--id", "base")
     points, segment_of = {}, {}
     for i in range(1, 7):
@@ -27,10 +33,7 @@ def primary_over_many_segments(make_instance):
 
 
 def remove_from_archive(inst, segment):
-    removed = [p for p in wal_dir(inst.storage, inst.major).iterdir() if p.name.startswith(segment)]
-    assert removed, f"{segment} is not in the archive"
-    for p in removed:
-        p.unlink()
+    remove_wal_object(inst.storage, inst.major, segment)
 
 
 def test_gap_in_archive_refuses_a_restore_to_latest_before_anything_stops(make_instance):
@@ -68,7 +71,53 @@ def test_gap_before_a_time_target_stops_recovery_with_an_error_and_never_promote
     assert not (inst.pgdata / "PG_VERSION").exists()
 
 
+def test_stopped_s3_server_during_recovery_aborts_instead_of_promoting(make_instance, backend, new_storage,
+                                                                       s3_servers):
+    """Storage outage during recovery: the S3 server is stopped once the backup
+    is fetched (the restore's step `configure`), before the WAL is replayed."""
+    if backend != "s3":
+        pytest.skip("a stopped S3 server is an S3 fault; on file storage the stand-in's "
+                    "test_storage_outage_during_recovery_aborts_instead_of_promoting covers it")
+    server = s3_servers()
+    inst, _, _ = primary_over_many_segments(make_instance, storage=new_storage(server=server))
+    inst.stop()
+    request = restore_env("in-place", "r-s3-outage", "latest")
+    progress = inst.state_dir / "restore-progress.json"
+    before = len(inst.log())
+    inst.start(wait=False, PGSTEWARD_WAL_FETCH_ATTEMPTS=2, PGSTEWARD_WAL_FETCH_BACKOFF=1, WALG_S3_MAX_RETRIES=0,
+               **request)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                step = json.loads(progress.read_text())["step"]
+            except (OSError, ValueError):
+                step = None
+            if step in ("configure", "recover"):
+                break
+            assert inst.proc.poll() is None, inst.log()[before:]
+            assert time.monotonic() < deadline, "the restore never reached configure"
+            time.sleep(0.02)
+        server.stop()
+        rc = inst.wait_exit(timeout=300)
+    finally:
+        server.start()
+    assert rc == 1, inst.log()[before:]
+    result = inst.result("restore", "r-s3-outage")
+    assert result["outcome"] == "rolled_back", result
+    assert "could not restore file" in result["message"] and "exit code 200" in result["message"], result
+    log = (inst.state_dir / "restore-r-s3-outage.log").read_text()
+    assert "Aborting recovery" in log and "connection refused" in log
+    assert "selected new timeline" not in log and "archive recovery complete" not in log
+    assert not [w for w in archived(inst.storage, inst.major) if w.endswith(".history")]
+    inst.start(**request)
+    assert ids(inst) == [1, 2, 3, 4, 5, 6] and timeline(inst) == 1
+
+
 def test_storage_outage_during_recovery_aborts_instead_of_promoting(make_instance):
+    """Stand-in only: one segment's fetch fails on file storage
+    (WALG_STANDIN_FAIL=wal-fetch:<segment>); real WAL-G's file storage has no
+    outage to show (the S3 twin stops the server)."""
     needs_standin("WALG_STANDIN_FAIL=wal-fetch:<segment>")
     inst, _, segment = primary_over_many_segments(make_instance)
     inst.stop()

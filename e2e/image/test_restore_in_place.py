@@ -1,22 +1,28 @@
 """In-place restores on real PostgreSQL: through the entrypoint at start and by
 hand while the server runs; rollback when the fetch or the recovery fails;
 crash safety with a kill -9 at every step; bad input refused before anything
-is stopped or moved."""
+is stopped or moved. On the file and the S3 backend."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 
-from backup_restore import (USING_STANDIN, backup, check_fixture, commit_row, ids, needs_standin, pgdata_fingerprint,
-                            restore_env, start_expect_failure, start_primary, timeline, wait_archived)
+import harness
+
+from backup_restore import (NO_STORAGE, USING_STANDIN, backup, check_fixture, commit_row, ids, needs_standin, pgdata_fingerprint,
+                            restore_env, start_expect_failure, start_primary, switch_wal, timeline, wait_archived)
 
 IN_PLACE_STEPS = ["validate", "check-space", "stop-server", "snapshot", "fetch", "configure", "recover",
                   "verify", "finalize", "cleanup"]
 CRASH_POINTS = [p for s in IN_PLACE_STEPS for p in (s, f"{s}:done")]
 CRASH_POINTS.insert(CRASH_POINTS.index("snapshot:done"), "snapshot:renamed")
 ROLLBACK_CRASH_POINTS = ["rollback", "rollback:aside", "rollback:restored"]
+
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 def primary_with_history(make_instance, env=None):
@@ -56,7 +62,11 @@ def test_in_place_restore_at_start_replaces_the_data_with_the_target_state(make_
 
 
 def test_in_place_restore_rolls_back_when_the_fetch_fails(make_instance):
-    needs_standin("WALG_STANDIN_FAIL=backup-fetch")
+    """Stand-in only: a backup-fetch that fails half way on demand
+    (WALG_STANDIN_FAIL=backup-fetch); the headroom check keeps a real full
+    disk from reaching the fetch (the real fault is
+    test_in_place_restore_rolls_back_when_the_disk_fills_during_recovery)."""
+    needs_standin("WALG_STANDIN_FAIL=backup-fetch")  # noqa
     inst, _ = primary_with_history(make_instance)
     system = inst.query("select system_identifier from pg_control_system()")
     inst.stop()
@@ -116,18 +126,22 @@ def test_restore_killed_at_every_step_finishes_or_rolls_back_at_next_start(make_
     inst, _ = primary_with_history(make_instance)
     backup_rows = [1, 2, 3]
     seen = []
-    # The rollback points need a failure to roll back from: the stand-in's
-    # failing backup-fetch (real WAL-G has no such knob).
-    points = CRASH_POINTS + (ROLLBACK_CRASH_POINTS if USING_STANDIN else [])
+    # The rollback points need a failure to roll back from: a transaction id
+    # that never committed, so recovery reaches the end of the archive
+    # without its target and PostgreSQL refuses to promote (a real failure,
+    # with any wal-g).
+    never = str(int(inst.query("select pg_current_xact_id()")) + 100000)
+    points = CRASH_POINTS + ROLLBACK_CRASH_POINTS
     for k, point in enumerate(points):
         inst.psql(f"insert into items (id, note) values ({1000 + k}, 'before crash {k}')")
         wait_archived(inst)
         original = ids(inst)
         inst.stop()
-        request = restore_env("in-place", f"crash-{k}", "immediate")
-        fault = {"PGSTEWARD_FAULT_AT": point}
         if point.startswith("rollback"):
-            fault["WALG_STANDIN_FAIL"] = "backup-fetch"
+            request = restore_env("in-place", f"crash-{k}", "xid", never)
+        else:
+            request = restore_env("in-place", f"crash-{k}", "immediate")
+        fault = {"PGSTEWARD_FAULT_AT": point}
         rc, out = start_expect_failure(inst, **request, **fault)
         assert f"killing myself at step '{point}'" in out, f"{point}: fault not reached\n{out}"
         assert rc != 0, f"{point}: the entrypoint must not go on after the kill\n{out}"
@@ -181,7 +195,7 @@ def test_bad_input_is_refused_before_anything_stops_or_moves(make_instance, case
                                        "is before the end of the first backup"),
         "unknown-backup": (["--target", "latest", "--backup", "base_000000010000000000000099"], {}, 2,
                            "does not exist; the storage has: base_"),
-        "no-storage": (["--target", "latest"], {"WALG_FILE_PREFIX": "__unset__"}, 3, "no backup storage configured"),
+        "no-storage": (["--target", "latest"], NO_STORAGE, 3, "no backup storage configured"),
         "not-enough-space": (["--target", "latest"], {"PGSTEWARD_RESTORE_HEADROOM_BYTES": str(10 ** 15)}, 4,
                              "not enough free disk space"),
     }[case]
@@ -211,3 +225,53 @@ def test_bad_request_at_start_is_refused_and_the_next_start_runs_the_old_data(ma
     assert pgdata_fingerprint(inst) == before
     inst.start(**request)
     assert ids(inst) == [1, 2, 3, 4, 5, 6]
+
+
+def test_in_place_restore_rolls_back_when_the_disk_fills_during_recovery(make_instance):
+    """A real full disk: the volume is a small tmpfs, filled so that the
+    backup fits (PGSTEWARD_RESTORE_HEADROOM_BYTES=0: the user waived the
+    headroom) but the WAL that recovery fetches does not. wal-g wal-fetch
+    fails with ENOSPC, recovery aborts, the old data comes back and starts."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    inst = make_instance()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600m,mode=0755", "tmpfs", str(inst.volume)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        harness.chown_to_run_user(inst.volume)
+        inst.start()
+        inst.psql("create table items (id int primary key, note text not null, "
+                  "committed_at timestamptz not null default clock_timestamp())")
+        backup(inst, "--id", "base")
+        size = inst.result("backup", "base")["details"]["backups"][0]["uncompressedSize"]
+        for i in range(1, 7):
+            commit_row(inst, i)
+            inst.psql("insert into items (id, note) select 100 * %d + g, repeat('x', 1000) "
+                      "from generate_series(1, 20) g" % i)
+            switch_wal(inst)
+        wait_archived(inst)
+        inst.stop()
+        # Leave room for the backup and one WAL segment, not for the replay.
+        free = int(subprocess.run(["df", "-P", "-B1", str(inst.volume)], capture_output=True,
+                                  text=True).stdout.splitlines()[1].split()[3])
+        filler = inst.volume / "filler"
+        keep = size + 20 * 1024 * 1024
+        if free > keep:
+            subprocess.run(["fallocate", "-l", str(free - keep), str(filler)], check=True)
+        request = restore_env("in-place", "r-full", "latest")
+        rc, out = start_expect_failure(inst, PGSTEWARD_RESTORE_HEADROOM_BYTES=0, PGSTEWARD_WAL_FETCH_ATTEMPTS=2,
+                                       PGSTEWARD_WAL_FETCH_BACKOFF=1, **request)
+        assert rc == 1, out
+        result = inst.result("restore", "r-full")
+        assert result["outcome"] == "rolled_back", result
+        log = (inst.state_dir / "restore-r-full.log").read_text()
+        assert "no space left on device" in log.lower(), log[-3000:]
+        assert_no_leftovers(inst)
+        filler.unlink(missing_ok=True)
+        inst.start(**request)
+        assert ids(inst)[:6] == [1, 2, 3, 4, 5, 6] and timeline(inst) == 1
+    finally:
+        inst.stop()
+        subprocess.run(["umount", "-l", str(inst.volume)], check=False)

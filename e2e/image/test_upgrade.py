@@ -111,7 +111,7 @@ def test_upgrade_17_to_18_keeps_every_row_sequence_view_large_object_and_extensi
     assert result["pgMajor"] == NEW and result["id"] == "upgrade-17-to-18" and result["finishedAt"]
     # A new full backup in the new major's prefix; the old stash stays.
     assert inst.result("backup", "post-upgrade-18")["outcome"] == "succeeded"
-    assert any((inst.storage / "18").iterdir())
+    assert inst.storage.keys(18, "basebackups_005"), "a backup in the 18 prefix"
     assert (inst.state_dir / "stash" / str(OLD) / "bin" / "postgres").exists()
     check_fixture("succeeded", result)
 

@@ -5,6 +5,7 @@
 #   $PGSTEWARD_CACHE/bin/      hadolint, docker-buildx, helm, kubectl, pytest
 #   $PGSTEWARD_CACHE/pg/<M>/   PostgreSQL majors ($PGSTEWARD_TEST_MAJORS)
 #   $PGSTEWARD_CACHE/venv/     Python tools for the test tiers
+#   $PGSTEWARD_CACHE/s3/       the image tier's S3 server (install-s3.sh, versitygw)
 #
 # Exit codes: 0 all installed; 1 something could not be installed (it says what).
 set -Eeuo pipefail
@@ -85,6 +86,7 @@ main() {
   install_helm
   # shellcheck disable=SC2086 # a list of majors
   "$here/install-postgres.sh" ${PGSTEWARD_TEST_MAJORS:-17 18}
+  "$here/install-s3.sh"
   log "test dependencies ready in $PGSTEWARD_CACHE: $("$BIN/helm" version --short 2>/dev/null), $("$BIN/docker-buildx" version 2>/dev/null | awk '{print $1, $2}'), hadolint $("$BIN/hadolint" --version | awk '{print $NF}')"
 }
 

@@ -160,7 +160,7 @@ step_list() {
   raw=$(walg backup-list --json --detail) || fail list "wal-g backup-list failed (exit $?)"
   [ -n "$raw" ] || raw='[]'
   DETAILS=$(jq -c --arg id "$ID" --argjson permanent "$PERMANENT" "$JQ_LSN"'
-    (map({name: .backup_name, startTime: .start_time, finishTime: .finish_time,
+    (map({name: .backup_name, startTime: (.start_time | us), finishTime: (.finish_time | us),
           startLsn: (.start_lsn | lsn), finishLsn: (.finish_lsn | lsn), walFileName: .wal_file_name,
           permanent: (.is_permanent // false), pgVersion: .pg_version,
           uncompressedSize: .uncompressed_size, compressedSize: .compressed_size,

@@ -140,11 +140,19 @@ storage_prefix_var() {
 
 # walg [ARGS...]: wal-g with the per-major prefix of this instance's storage.
 # PGSTEWARD_STORAGE_MAJOR overrides the major (a clone from an older source).
+# Real WAL-G (v3.0.8) refuses a WALG_FILE_PREFIX directory that does not
+# exist ("FS storage root directory doesn't exist or is inaccessible"), so
+# the per-major directory of this instance's own file storage is created
+# first (a clone's source, read through walg_from, is never created).
 walg() {
-  local var base
+  local var base prefix
   var=$(storage_prefix_var) || die "no backup storage configured (set one of ${STORAGE_PREFIX_VARS[*]})" 3
   base=${!var}
-  env "$var=${base%/}/${PGSTEWARD_STORAGE_MAJOR:-$PG_MAJOR}" "$WALG_BIN" "$@"
+  prefix="${base%/}/${PGSTEWARD_STORAGE_MAJOR:-$PG_MAJOR}"
+  if [ "$var" = WALG_FILE_PREFIX ] && [ ! -d "$prefix" ]; then
+    mkdir -p "$prefix" || log "could not create the file storage directory $prefix"
+  fi
+  env "$var=$prefix" "$WALG_BIN" "$@"
 }
 
 # storage_var_for_prefix PREFIX: the WAL-G variable for a base prefix given as
@@ -178,12 +186,19 @@ lsn_text() {
   esac
 }
 
-# JQ_LSN: jq definitions; `lsn` turns WAL-G's numeric LSNs into X/Y text.
+# JQ_LSN: jq definitions; `lsn` turns WAL-G's numeric LSNs into X/Y text;
+# `us` turns WAL-G's times into RFC 3339 with exactly six fraction digits.
+# Real WAL-G (v3.0.8) writes Go's RFC3339Nano, which drops trailing zeros
+# ("…:29.35099Z", "…:29Z"; `time` has nanoseconds): as text those neither
+# have the contract's microseconds nor sort in time order.
 # shellcheck disable=SC2034 # used by the scripts that source this file
 JQ_LSN='
   def hex: if . < 16 then "0123456789ABCDEF"[.:. + 1]
            else ((. / 16 | floor) | hex) + ("0123456789ABCDEF"[(. % 16):(. % 16) + 1]) end;
-  def lsn: if type == "number" then "\((. / 4294967296 | floor) | hex)/\((. % 4294967296) | hex)" else . end;'
+  def lsn: if type == "number" then "\((. / 4294967296 | floor) | hex)/\((. % 4294967296) | hex)" else . end;
+  def us: if type == "string" and test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?Z$")
+          then (capture("^(?<s>[^.Z]+)([.](?<f>[0-9]+))?Z$") | "\(.s).\(((.f // "") + "000000")[:6])Z")
+          else . end;'
 
 # _FILE variants: WAL-G and AWS credentials may come from mounted files.
 # Exported by value, never logged.

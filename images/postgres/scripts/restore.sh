@@ -278,7 +278,7 @@ select_backup() {
   count=$(jq length <<<"$list")
   [ "$count" -gt 0 ] || refuse 2 "there are no backups in the storage to restore from"
   # Oldest first, with numeric LSNs and microsecond times for comparisons.
-  list=$(jq -c 'sort_by(.start_time)' <<<"$list")
+  list=$(jq -c "$JQ_LSN"'map(.start_time |= us | .finish_time |= us) | sort_by(.start_time)' <<<"$list")
   first_finish=$(jq -r '.[0].finish_time' <<<"$list")
   names=$(jq -r 'map(.backup_name) | join(", ")' <<<"$list")
   if [ "$R_BACKUP" != LATEST ]; then
