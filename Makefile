@@ -46,7 +46,7 @@ test-chart: ## helm lint and rendered-manifest validation
 	@e2e/run-tier.sh chart
 
 .PHONY: test-cluster
-test-cluster: ## the operator against a real API server (skips without one)
+test-cluster: ## the operator against a real API server: a local Kubernetes started and stopped around it
 	@e2e/run-tier.sh cluster
 
 .PHONY: crds

@@ -21,7 +21,9 @@ case "$tier" in
     exec "$pytest_bin" -ra -p no:cacheprovider "${@:2}" .
     ;;
   cluster)
-    exec "$repo/e2e/cluster/run.sh" "${@:2}"
+    # Always against a local Kubernetes of its own, never the user's cluster
+    # (e2e/cluster/run.sh alone runs against the current KUBECONFIG).
+    exec "$repo/e2e/node/with-cluster.sh" "cluster tier" "$repo/e2e/cluster/run.sh" "${@:2}"
     ;;
   bench-upgrade)
     exec "$repo/e2e/bench/upgrade.sh" "${@:2}"

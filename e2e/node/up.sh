@@ -34,10 +34,15 @@ cannot_run() {
   exit 3
 }
 
-# What the control plane needs of the machine: loopback and its free ports.
+# What the control plane needs of the machine: an address on loopback. It
+# runs as any user (the node's kubelet, later, needs root).
 preflight() {
+  python3 -c 'import socket; socket.socket().bind(("127.0.0.1", 0))' 2>/dev/null ||
+    cannot_run "no socket can be bound to 127.0.0.1 (no loopback interface up)"
+}
+
+ports_free() {
   local port
-  ip -o addr show lo 2>/dev/null | grep -q 'inet 127.0.0.1' || cannot_run "no 127.0.0.1 on the loopback interface"
   for port in "$APISERVER_PORT" "$ETCD_CLIENT_PORT" "$ETCD_PEER_PORT" "$KCM_PORT" "$SCHEDULER_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       die "port 127.0.0.1:$port is taken by another program; set PGSTEWARD_NODE_PORT_BASE to use other ports"
@@ -246,6 +251,7 @@ main() {
     printf '%s\n' "$NODE_KUBECONFIG"
     return 0
   fi
+  preflight
   "$here/install.sh" control-plane
   local start=$SECONDS c
   mkdir -p "$NODE_LOGS" "$NODE_RUN"
@@ -256,7 +262,7 @@ main() {
       break
     fi
   done
-  preflight
+  ports_free
   make_pki
   start_etcd
   start_apiserver

@@ -5,6 +5,10 @@
 #   $PGSTEWARD_CACHE/bin/      hadolint, docker-buildx, helm, kubectl, pytest
 #   $PGSTEWARD_CACHE/pg/<M>/   PostgreSQL majors ($PGSTEWARD_TEST_MAJORS)
 #   $PGSTEWARD_CACHE/venv/     Python tools for the test tiers
+#   $PGSTEWARD_CACHE/k8s/, etcd/  the local Kubernetes (e2e/node/install.sh)
+#
+#   e2e/setup/test-deps.sh           everything
+#   e2e/setup/test-deps.sh kubectl   only kubectl and helm (make run needs them)
 #
 # Exit codes: 0 all installed; 1 something could not be installed (it says what).
 set -Eeuo pipefail
@@ -70,12 +74,18 @@ install_helm() {
 
 main() {
   mkdir -p "$BIN"
+  if [ "${1:-}" = kubectl ]; then
+    install_helm
+    return 0
+  fi
   install_system_packages
   install_python_tools
   ln -sfn "$VENV/bin/hadolint" "$BIN/hadolint"
   ln -sfn "$VENV/bin/pytest" "$BIN/pytest"
   install_buildx
   install_helm
+  # The local Kubernetes the cluster tier runs against (built once, cached).
+  "$here/../node/install.sh" control-plane
   # shellcheck disable=SC2086 # a list of majors
   "$here/install-postgres.sh" ${PGSTEWARD_TEST_MAJORS:-17 18}
   log "test dependencies ready in $PGSTEWARD_CACHE: $("$BIN/helm" version --short 2>/dev/null), $("$BIN/docker-buildx" version 2>/dev/null | awk '{print $1, $2}'), hadolint $("$BIN/hadolint" --version | awk '{print $NF}')"
