@@ -17,6 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 CONTROL_PLANE=(kube-apiserver kube-controller-manager kube-scheduler)
+NODE=(kubelet kube-proxy)
 
 # The version the programs report (kubectl version, the Node's kubeletVersion):
 # what Kubernetes's own build (hack/lib/version.sh) stamps in with -X. A
@@ -95,14 +96,52 @@ install_etcd() {
   "$ETCD_BIN/etcd" --version >/dev/null || die "the etcd from $ETCD_SUITE does not run here"
 }
 
+# The node's programs from Debian (bookworm: containerd 1.6, runc 1.1, the CNI
+# plugins 1.1) and its two images, as OCI archives for `ctr images import`:
+# the pause image from k8s.io/kubernetes's own build/pause/linux/pause.c (in
+# the module download), and a Debian root filesystem made by debootstrap.
+install_node() {
+  apt_install containerd runc containernetworking-plugins iptables conntrack debootstrap gcc libc6-dev
+  mkdir -p "$NODE_IMAGES"
+  local pause_tar="$NODE_IMAGES/pause_e2e.tar" debian_tar="$NODE_IMAGES/debian_bookworm.tar" tmp src
+  if [ ! -s "$pause_tar" ]; then
+    src="$(cd "$here/k8s" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+    [ -f "$src" ] || die "no $src in the k8s.io/kubernetes module"
+    tmp=$(mktemp -d "$NODE_IMAGES/pause.XXXXXX")
+    gcc -Os -static -DVERSION="$K8S_VERSION-pgsteward" -o "$tmp/pause" "$src"
+    strip "$tmp/pause"
+    python3 "$here/oci_image.py" "$tmp" "$PAUSE_IMAGE" "$pause_tar" --cmd null --entrypoint '["/pause"]' >/dev/null
+    rm -rf "$tmp"
+    log "made the pause image $PAUSE_IMAGE ($pause_tar)"
+  fi
+  if [ ! -s "$debian_tar" ]; then
+    local rootfs="$PGSTEWARD_CACHE/node/rootfs/bookworm"
+    if [ ! -x "$rootfs/bin/busybox" ]; then
+      log "debootstrap --variant=minbase bookworm (with busybox for httpd and wget) into $rootfs (a minute or two, once)"
+      rm -rf "$rootfs.partial"
+      debootstrap --variant=minbase --include=busybox bookworm "$rootfs.partial" "$(debian_mirror)" >"$NODE_IMAGES/debootstrap.log" 2>&1 ||
+        die "debootstrap failed; see $NODE_IMAGES/debootstrap.log"
+      rm -rf "$rootfs"
+      mv "$rootfs.partial" "$rootfs"
+    fi
+    python3 "$here/oci_image.py" "$rootfs" "$DEBIAN_IMAGE" "$debian_tar" --cmd '["/bin/bash"]' >/dev/null
+    log "made the image $DEBIAN_IMAGE ($debian_tar)"
+  fi
+}
+
 main() {
-  case "${1:-control-plane}" in
-    control-plane) ;;
-    *) echo "usage: $0 [control-plane]" >&2; exit 2 ;;
+  local what=${1:-control-plane}
+  case "$what" in
+    control-plane | node) ;;
+    *) echo "usage: $0 [control-plane|node]" >&2; exit 2 ;;
   esac
   command -v openssl >/dev/null || apt_install openssl
   install_etcd
   build_k8s "${CONTROL_PLANE[@]}"
+  if [ "$what" = node ]; then
+    build_k8s "${NODE[@]}"
+    install_node
+  fi
   log "local Kubernetes $K8S_VERSION ready: $K8S_BIN, etcd $("$ETCD_BIN/etcd" --version | awk '/etcd Version/ {print $3}')"
 }
 
