@@ -38,8 +38,28 @@ NODE_PKI="$PGSTEWARD_NODE_DIR/pki"
 NODE_LOGS="$PGSTEWARD_NODE_DIR/logs"
 NODE_RUN="$PGSTEWARD_NODE_DIR/run"
 
+# The node (node-up.sh). One per machine: kube-proxy's iptables chains and the
+# bridge are the machine's, whatever the state directory.
+NODE_NAME=pgsteward-node
+NODE_BRIDGE=pgsteward0
+POD_CIDR=10.244.0.0/16
+POD_SUBNET=10.244.0.0/24
+NODE_IP=10.244.0.1
+SERVICE_CIDR=10.96.0.0/16
+KUBELET_PORT=$((PGSTEWARD_NODE_PORT_BASE + 250))
+KUBELET_HEALTHZ_PORT=$((PGSTEWARD_NODE_PORT_BASE + 248))
+KUBE_PROXY_HEALTHZ_PORT=$((PGSTEWARD_NODE_PORT_BASE + 256))
+KUBE_PROXY_METRICS_PORT=$((PGSTEWARD_NODE_PORT_BASE + 249))
+NODE_CNI_CONF="$PGSTEWARD_NODE_DIR/cni/net.d"
+NODE_CONTAINERD_SOCK="$PGSTEWARD_NODE_DIR/containerd/containerd.sock"
+# Images imported from files made by install.sh node (no registry).
+NODE_IMAGES="$PGSTEWARD_CACHE/node/images"
+PAUSE_IMAGE=pgsteward.local/pause:e2e
+DEBIAN_IMAGE=pgsteward.local/debian:bookworm
+
 # The components, in start order (down.sh stops them in reverse).
-NODE_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+CONTROL_PLANE_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+NODE_COMPONENTS=("${CONTROL_PLANE_COMPONENTS[@]}" containerd kubelet kube-proxy provisioner)
 
 # pid_of NAME: the pid of a component this state directory started, when that
 # process still runs the same program (a recycled pid is never taken for it).
@@ -49,7 +69,10 @@ pid_of() {
   pid=$(cat "$file")
   alive "$pid" || return 1
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
-  [ "${exe##*/}" = "$1" ] || return 1
+  if [ "${exe##*/}" != "$1" ]; then
+    # A script of ours (provisioner.sh) runs as bash with its path first.
+    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF "$node_here/$1.sh" || return 1
+  fi
   printf '%s\n' "$pid"
 }
 

@@ -24,7 +24,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 READY_TIMEOUT=${PGSTEWARD_NODE_READY_TIMEOUT:-90}
-SERVICE_CIDR=10.96.0.0/16
 SERVICE_IP=10.96.0.1
 
 # Exit 3 prints what is missing on stdout too, where a caller reads it.
@@ -189,6 +188,7 @@ start_apiserver() {
     --kubelet-client-certificate "$NODE_PKI/apiserver-kubelet-client.crt" \
     --kubelet-client-key "$NODE_PKI/apiserver-kubelet-client.key" \
     --kubelet-certificate-authority "$NODE_PKI/ca.crt" \
+    --kubelet-preferred-address-types InternalIP \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$NODE_PKI/sa.pub" \
     --service-account-signing-key-file "$NODE_PKI/sa.key" \
@@ -240,7 +240,7 @@ start_controllers() {
 
 running() { # every component runs and the API server is ready
   local c
-  for c in "${NODE_COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
+  for c in "${CONTROL_PLANE_COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
   kubectl --kubeconfig "$NODE_KUBECONFIG" --request-timeout=5s get --raw /readyz >/dev/null 2>&1
 }
 
@@ -256,7 +256,7 @@ main() {
   local start=$SECONDS c
   mkdir -p "$NODE_LOGS" "$NODE_RUN"
   # Whatever is left of an earlier, half-started run is stopped first.
-  for c in "${NODE_COMPONENTS[@]}"; do
+  for c in "${CONTROL_PLANE_COMPONENTS[@]}"; do
     if ! pid_of "$c" >/dev/null; then
       "$here/down.sh"
       break
