@@ -22,7 +22,7 @@ run: ## install the CRDs into the current kube context and run the operator
 	@hack/run.sh
 
 .PHONY: test
-test: test-deps lint test-unit test-image test-chart test-cluster ## install test deps, then run every tier
+test: test-deps lint test-unit test-image test-chart test-cluster test-node ## install test deps, then run every tier
 	@echo "make test: all tiers finished"
 
 .PHONY: test-deps
@@ -48,6 +48,10 @@ test-chart: ## helm lint and rendered-manifest validation
 .PHONY: test-cluster
 test-cluster: ## the operator against a real API server: a local Kubernetes started and stopped around it
 	@e2e/run-tier.sh cluster
+
+.PHONY: test-node
+test-node: ## a pod of a debootstrap-made image on a real node (kubelet, containerd, kube-proxy, a provisioner) reaches a Service (needs root)
+	@e2e/run-tier.sh node
 
 .PHONY: crds
 crds: ## regenerate crds/ from the Rust types, and the chart's copies

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one test tier with the cached test dependencies on PATH.
 #
-#   e2e/run-tier.sh image|chart|cluster|bench-upgrade|bench-scale
+#   e2e/run-tier.sh image|chart|cluster|node|bench-upgrade|bench-scale
 #
 # Exit codes: 0 the tier passed (or skipped, saying why); 1 it failed; 2 usage.
 set -Eeuo pipefail
@@ -25,6 +25,10 @@ case "$tier" in
     # (e2e/cluster/run.sh alone runs against the current KUBECONFIG).
     exec "$repo/e2e/node/with-cluster.sh" "cluster tier" "$repo/e2e/cluster/run.sh" "${@:2}"
     ;;
+  node)
+    # A local Kubernetes with a node of its own (root: containerd, runc, CNI).
+    exec "$repo/e2e/node/with-cluster.sh" --node "node tier" "$repo/e2e/node/smoke.sh" "${@:2}"
+    ;;
   bench-upgrade)
     exec "$repo/e2e/bench/upgrade.sh" "${@:2}"
     ;;
@@ -32,7 +36,7 @@ case "$tier" in
     exec "$repo/e2e/cluster/bench-scale.sh" "${@:2}"
     ;;
   *)
-    echo "usage: $0 image|chart|cluster|bench-upgrade|bench-scale" >&2
+    echo "usage: $0 image|chart|cluster|node|bench-upgrade|bench-scale" >&2
     exit 2
     ;;
 esac

@@ -5,8 +5,10 @@
 # fails or is interrupted. `make test` runs the cluster tier through it, so
 # the tests never touch the cluster of the user's KUBECONFIG.
 #
-#   e2e/node/with-cluster.sh NAME COMMAND [ARGS...]
+#   e2e/node/with-cluster.sh [--node] NAME COMMAND [ARGS...]
 #
+# --node adds the node (node-up.sh: containerd, kubelet, kube-proxy, the
+# StorageClass), so pods run.
 # NAME says what runs, in the SKIPPED line. The defaults: state directory
 # /tmp/pgsteward-node-test, ports from 17000 (PGSTEWARD_NODE_DIR and
 # PGSTEWARD_NODE_PORT_BASE override them).
@@ -21,7 +23,12 @@ export PGSTEWARD_NODE_PORT_BASE=${PGSTEWARD_NODE_PORT_BASE:-17000}
 # shellcheck source=e2e/node/lib.sh
 . "$here/lib.sh"
 
-[ "$#" -ge 2 ] || { echo "usage: $0 NAME COMMAND [ARGS...]" >&2; exit 2; }
+node=false
+if [ "${1:-}" = --node ]; then
+  node=true
+  shift
+fi
+[ "$#" -ge 2 ] || { echo "usage: $0 [--node] NAME COMMAND [ARGS...]" >&2; exit 2; }
 name=$1
 shift
 
@@ -51,6 +58,14 @@ if [ "$rc" -eq 3 ]; then
   exit 0
 fi
 [ "$rc" -eq 0 ] || die "the local Kubernetes did not start (up.sh exited $rc); its logs are in $NODE_LOGS"
+if $node; then
+  why=$("$here/node-up.sh") || rc=$?
+  if [ "$rc" -eq 3 ]; then
+    echo "$name: SKIPPED - this machine cannot run the local Kubernetes node: $why; no test ran"
+    exit 0
+  fi
+  [ "$rc" -eq 0 ] || die "the local Kubernetes node did not start (node-up.sh exited $rc); its logs are in $NODE_LOGS"
+fi
 export KUBECONFIG=$kubeconfig
 log "running $* against the local Kubernetes $K8S_VERSION (KUBECONFIG=$KUBECONFIG)"
 rc=0

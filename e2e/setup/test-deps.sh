@@ -84,8 +84,13 @@ main() {
   ln -sfn "$VENV/bin/pytest" "$BIN/pytest"
   install_buildx
   install_helm
-  # The local Kubernetes the cluster tier runs against (built once, cached).
-  "$here/../node/install.sh" control-plane
+  # The local Kubernetes the cluster and node tiers run against (built once,
+  # cached); the node's part (containerd, images) only where it can run: root.
+  if [ "$(id -u)" -eq 0 ]; then
+    "$here/../node/install.sh" node
+  else
+    "$here/../node/install.sh" control-plane
+  fi
   # shellcheck disable=SC2086 # a list of majors
   "$here/install-postgres.sh" ${PGSTEWARD_TEST_MAJORS:-17 18}
   log "test dependencies ready in $PGSTEWARD_CACHE: $("$BIN/helm" version --short 2>/dev/null), $("$BIN/docker-buildx" version 2>/dev/null | awk '{print $1, $2}'), hadolint $("$BIN/hadolint" --version | awk '{print $NF}')"
