@@ -1,6 +1,7 @@
 # pgsteward — the two commands a newcomer needs are `make run` and `make test`.
 #
-# Test dependencies (PostgreSQL majors, shellcheck, hadolint, buildx, helm, a
+# Test dependencies (PostgreSQL majors, shellcheck, hadolint, buildx, helm, the
+# local Kubernetes of e2e/node/ built from the Go module proxy, a
 # Python venv) are installed once into $(PGSTEWARD_CACHE), outside the repo.
 
 SHELL := /usr/bin/env bash
