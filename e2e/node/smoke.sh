@@ -120,5 +120,5 @@ else
   not_ok "the writer pod: $(k get pod writer -o jsonpath='{.status.phase}' 2>&1) $(k logs writer 2>&1 | tail -n 1)"
 fi
 
-echo "node smoke: $passed passed, $failed failed"
+echo "node: $passed passed, $failed failed"
 ((failed == 0))
