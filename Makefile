@@ -1,6 +1,7 @@
 # pgsteward — the two commands a newcomer needs are `make run` and `make test`.
 #
-# Test dependencies (PostgreSQL majors, shellcheck, hadolint, buildx, helm, a
+# Test dependencies (PostgreSQL majors, shellcheck, hadolint, buildx, helm, the
+# local Kubernetes of e2e/node/ built from the Go module proxy, a
 # Python venv) are installed once into $(PGSTEWARD_CACHE), outside the repo.
 
 SHELL := /usr/bin/env bash
@@ -22,7 +23,7 @@ run: ## install the CRDs into the current kube context and run the operator
 	@hack/run.sh
 
 .PHONY: test
-test: test-deps lint test-unit test-image test-chart test-cluster ## install test deps, then run every tier
+test: test-deps lint test-unit test-image test-chart test-cluster test-node ## install test deps, then run every tier
 	@echo "make test: all tiers finished"
 
 .PHONY: test-deps
@@ -46,8 +47,12 @@ test-chart: ## helm lint and rendered-manifest validation
 	@e2e/run-tier.sh chart
 
 .PHONY: test-cluster
-test-cluster: ## the operator against a real API server (skips without one)
+test-cluster: ## the operator against a real API server: a local Kubernetes started and stopped around it
 	@e2e/run-tier.sh cluster
+
+.PHONY: test-node
+test-node: ## a pod of a debootstrap-made image on a real node (kubelet, containerd, kube-proxy, a provisioner) reaches a Service (needs root)
+	@e2e/run-tier.sh node
 
 .PHONY: crds
 crds: ## regenerate crds/ from the Rust types, and the chart's copies

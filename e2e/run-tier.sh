@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one test tier with the cached test dependencies on PATH.
 #
-#   e2e/run-tier.sh image|chart|cluster|bench-upgrade|bench-scale
+#   e2e/run-tier.sh image|chart|cluster|node|bench-upgrade|bench-scale
 #
 # The image tier runs the wal-g named by PGSTEWARD_WALG (default: the labelled
 # stand-in e2e/standins/wal-g, file storage only) and, for its S3 backend, the
@@ -27,7 +27,13 @@ case "$tier" in
     exec "$pytest_bin" -ra -p no:cacheprovider "${@:2}" .
     ;;
   cluster)
-    exec "$repo/e2e/cluster/run.sh" "${@:2}"
+    # Always against a local Kubernetes of its own, never the user's cluster
+    # (e2e/cluster/run.sh alone runs against the current KUBECONFIG).
+    exec "$repo/e2e/node/with-cluster.sh" "cluster tier" "$repo/e2e/cluster/run.sh" "${@:2}"
+    ;;
+  node)
+    # A local Kubernetes with a node of its own (root: containerd, runc, CNI).
+    exec "$repo/e2e/node/with-cluster.sh" --node "node tier" "$repo/e2e/node/smoke.sh" "${@:2}"
     ;;
   bench-upgrade)
     exec "$repo/e2e/bench/upgrade.sh" "${@:2}"
@@ -36,7 +42,7 @@ case "$tier" in
     exec "$repo/e2e/cluster/bench-scale.sh" "${@:2}"
     ;;
   *)
-    echo "usage: $0 image|chart|cluster|bench-upgrade|bench-scale" >&2
+    echo "usage: $0 image|chart|cluster|node|bench-upgrade|bench-scale" >&2
     exit 2
     ;;
 esac

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Cluster tier: the operator against a real Kubernetes API server.
 #
-# Runs when kubectl's current context (KUBECONFIG) reaches an API server: a
-# kind cluster, or a bare kube-apiserver (pods never start there, and the
-# checks below do not need them to). Otherwise it prints one line saying why
-# it SKIPPED and exits 0 without reporting any test as passed.
+# `make test` (e2e/run-tier.sh cluster) runs it against a local Kubernetes of
+# its own, started and stopped around it by e2e/node/with-cluster.sh. Run
+# alone, it uses kubectl's current context (KUBECONFIG): a kind cluster, the
+# local one of `make run`, or a bare kube-apiserver (pods never start there,
+# and the checks below do not need them to). Without a reachable API server
+# it prints one line saying why it SKIPPED and exits 0 without reporting any
+# test as passed.
 #
 # What it shows, in a fresh namespace:
 #   1. the CRDs install (pgsteward-operator install-crds, server-side apply);
@@ -39,7 +42,7 @@ if ! command -v kubectl >/dev/null 2>&1; then
 fi
 if ! kubectl version --request-timeout=5s >/dev/null 2>&1; then
   context=$(kubectl config current-context 2>/dev/null || true)
-  echo "cluster tier: SKIPPED - no reachable Kubernetes API server${context:+ in context \"$context\"}${KUBECONFIG:+ (KUBECONFIG=$KUBECONFIG)}; run \`kind create cluster\` to run it; no test ran"
+  echo "cluster tier: SKIPPED - no reachable Kubernetes API server${context:+ in context \"$context\"}${KUBECONFIG:+ (KUBECONFIG=$KUBECONFIG)}; \`make test-cluster\` runs it on a local Kubernetes of its own; no test ran"
   exit 0
 fi
 

@@ -6,6 +6,10 @@
 #   $PGSTEWARD_CACHE/pg/<M>/   PostgreSQL majors ($PGSTEWARD_TEST_MAJORS)
 #   $PGSTEWARD_CACHE/venv/     Python tools for the test tiers
 #   $PGSTEWARD_CACHE/s3/       the image tier's S3 server (install-s3.sh, versitygw)
+#   $PGSTEWARD_CACHE/k8s/, etcd/  the local Kubernetes (e2e/node/install.sh)
+#
+#   e2e/setup/test-deps.sh           everything
+#   e2e/setup/test-deps.sh kubectl   only kubectl and helm (make run needs them)
 #
 # Exit codes: 0 all installed; 1 something could not be installed (it says what).
 set -Eeuo pipefail
@@ -72,6 +76,10 @@ install_helm() {
 
 main() {
   mkdir -p "$BIN"
+  if [ "${1:-}" = kubectl ]; then
+    install_helm
+    return 0
+  fi
   # The tests run PostgreSQL as the unprivileged postgres user, which must
   # reach the binaries: a cache made by `mktemp -d` is 0700.
   if [ "$(stat -c %a "$PGSTEWARD_CACHE")" != 755 ]; then
@@ -84,6 +92,13 @@ main() {
   ln -sfn "$VENV/bin/pytest" "$BIN/pytest"
   install_buildx
   install_helm
+  # The local Kubernetes the cluster and node tiers run against (built once,
+  # cached); the node's part (containerd, images) only where it can run: root.
+  if [ "$(id -u)" -eq 0 ]; then
+    "$here/../node/install.sh" node
+  else
+    "$here/../node/install.sh" control-plane
+  fi
   # shellcheck disable=SC2086 # a list of majors
   "$here/install-postgres.sh" ${PGSTEWARD_TEST_MAJORS:-17 18}
   "$here/install-s3.sh"
