@@ -18,7 +18,7 @@
 # (real WAL-G cannot be had from a registry here: docs/walg.md). The operator
 # runs on the same base instead of distroless/cc, as uid 65532 like there.
 #
-# Layers, lowest first, each cached in $PGSTEWARD_CACHE/node-images/ and
+# Layers, lowest first, each cached in $PGSTEWARD_CACHE/node/images/ and
 # rebuilt only when what it is made from changes:
 #   base       debootstrap minbase + the runtime packages, users postgres (999)
 #              and nonroot (65532), the en_US.UTF-8 locale
@@ -33,7 +33,7 @@ repo=$(cd "$here/../.." && pwd)
 . "$repo/e2e/setup/lib.sh"
 
 SUITE=bookworm
-IMAGES="$PGSTEWARD_CACHE/node-images"
+IMAGES="$PGSTEWARD_CACHE/node/images"
 REPOSITORY=${PGSTEWARD_IMAGE_REPOSITORY:-ghcr.io/pgsteward/postgres}
 OPERATOR_IMAGE=${PGSTEWARD_OPERATOR_IMAGE:-ghcr.io/pgsteward/operator:dev}
 # What the Dockerfiles install on top of the official image, and what the
