@@ -22,8 +22,36 @@ export PATH="$PGSTEWARD_CACHE/bin:$PATH" PGSTEWARD_CACHE
 
 command -v kubectl >/dev/null 2>&1 || e2e/setup/test-deps.sh kubectl
 
+# start_local_node: a node for the local cluster, with the PostgreSQL images
+# the operator gives a PgInstance (e2e/node/image.sh, no registry involved),
+# so `kubectl apply` of a sample ends with a running PostgreSQL. Without root
+# the cluster stays without a node, and says so.
+node_ready=false
+start_local_node() {
+  local rc=0 major archive name
+  [ "$(id -u)" -eq 0 ] || return 0
+  e2e/node/node-up.sh >&2 || rc=$?
+  [ "$rc" -eq 0 ] || { log "the local node did not start (exit $rc): pods will stay Pending"; return 0; }
+  log "PostgreSQL images for the node: the first run builds PostgreSQL 17 and 18 from Debian's sources (minutes, once)"
+  e2e/setup/install-postgres.sh 17 18
+  for major in 17 18; do
+    IFS=$'\t' read -r archive name < <(e2e/node/image.sh postgres "$major")
+    ctr --address "${PGSTEWARD_NODE_DIR:-/tmp/pgsteward-node}/containerd/containerd.sock" --namespace k8s.io \
+      images import "$archive" >/dev/null
+    log "imported $name into the node"
+  done
+  # image.sh builds on bookworm, the suite the cached builds link against.
+  export PGSTEWARD_POSTGRES_IMAGE_VARIANT=standard-bookworm
+  node_ready=true
+}
+
 local_cluster=false
-if ! kubectl version --request-timeout=5s >/dev/null 2>&1; then
+local_kubeconfig="${PGSTEWARD_NODE_DIR:-/tmp/pgsteward-node}/admin.kubeconfig"
+if [ "${KUBECONFIG:-}" = "$local_kubeconfig" ] && kubectl version --request-timeout=5s >/dev/null 2>&1; then
+  # The local cluster of an earlier `make run`, still running.
+  local_cluster=true
+  start_local_node
+elif ! kubectl version --request-timeout=5s >/dev/null 2>&1; then
   context=$(kubectl config current-context 2>/dev/null || true)
   log "no reachable Kubernetes cluster${context:+ in context \"$context\"}: starting a local one (e2e/node/up.sh)"
   log "its first start builds Kubernetes from the Go module proxy: several minutes, with progress below; later starts take seconds"
@@ -35,6 +63,7 @@ if ! kubectl version --request-timeout=5s >/dev/null 2>&1; then
   fi
   export KUBECONFIG=$kubeconfig
   local_cluster=true
+  start_local_node
 fi
 
 log "building the operator"
@@ -48,7 +77,8 @@ cat >&2 <<EOF
     export KUBECONFIG=${KUBECONFIG:-$HOME/.kube/config}
     kubectl apply -f config/samples/pginstance-minimal.yaml
     kubectl get pginstance -w
-$(if $local_cluster; then printf '\n  The local cluster has no node: its pods stay Pending. Stop it with e2e/node/down.sh.\n'; fi)
+$(if $local_cluster && ! $node_ready; then printf '\n  The local cluster has no node (it needs root): its pods stay Pending.\n'; fi)
+$(if $local_cluster; then printf '\n  The local cluster keeps running after the operator stops; stop it with e2e/node/down.sh.\n'; fi)
 EOF
 
 # The operator checks the cluster itself too (and says the same in one line).

@@ -41,8 +41,11 @@ OPERATOR_IMAGE=${PGSTEWARD_OPERATOR_IMAGE:-ghcr.io/pgsteward/operator:dev}
 BASE_PACKAGES=(ca-certificates locales tzdata jq gosu cron procps xz-utils zstd
   libicu72 libssl3 liblz4-1 libzstd1 libreadline8 zlib1g libxml2)
 
-# layer_tar DIR OUT: an uncompressed layer, owners by number.
+# layer_tar DIR OUT: an uncompressed layer, owners by number. The layer's
+# "./" entry sets the mode of the image's / : a mktemp -d staging directory
+# (0700) would shut every user but root out of the whole filesystem.
 layer_tar() {
+  chmod 0755 "$1"
   tar --numeric-owner --sort=name -C "$1" -cf "$2.partial" . && mv "$2.partial" "$2"
 }
 

@@ -294,12 +294,14 @@ fn volume_cannot_shrink_rule() -> kube::core::Rule {
             factor(obj)
         )
     };
+    // The message names the sizes, not the products: string() of a double has
+    // no bounded length, and the API server refuses a messageExpression it
+    // cannot price (the quantity arithmetic is priced far above its budget).
     kube::core::Rule::new(format!("{} >= {}", volume("self"), volume("oldSelf"))).message(
-        kube::core::Message::Expression(format!(
-            "'storage.size × storage.sizeFactor cannot shrink: the volume was requested as ' + oldSelf.size + ' × ' + string({}) + ' and this change makes it ' + self.size + ' × ' + string({}) + '; a volume cannot be made smaller, so keep the product at least as large (raise storage.size to lower sizeFactor), or restore a backup into a new PgInstance'",
-            factor("oldSelf"),
-            factor("self")
-        )),
+        kube::core::Message::Expression(
+            "'storage.size × storage.sizeFactor cannot shrink: the volume was requested for storage.size ' + oldSelf.size + ' with the sizeFactor it had, and this change makes it smaller (storage.size ' + self.size + ' with the new sizeFactor); a volume cannot be made smaller, so keep size × sizeFactor at least as large (raise storage.size to lower sizeFactor), or restore a backup into a new PgInstance'"
+                .into(),
+        ),
     )
 }
 

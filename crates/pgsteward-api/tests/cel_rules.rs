@@ -116,7 +116,7 @@ fn cases() -> Vec<Case> {
             crd: INSTANCES,
             old: Some(with(base(), "spec/storage/sizeFactor", json!(2.5))),
             new: with(base(), "spec/storage/sizeFactor", json!(2.0)),
-            message: "storage.size × storage.sizeFactor cannot shrink: the volume was requested as 10Gi",
+            message: "storage.size × storage.sizeFactor cannot shrink: the volume was requested for storage.size 10Gi",
         },
         Case {
             name: "a larger size can pay for a lower sizeFactor only in full",
