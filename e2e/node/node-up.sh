@@ -50,26 +50,10 @@ node_pki() {
   node_cert kube-proxy system:kube-proxy
 }
 
-# Same as up.sh's cert: kept here small rather than shared, for clarity.
+# node_cert NAME CN [O] [SAN]: lib.sh's cert, and a kubeconfig that uses it.
 node_cert() {
-  local name=$1 cn=$2 org=${3:-} san=${4:-}
-  [ -s "$NODE_PKI/$name.crt" ] && return 0
-  openssl req -new -newkey rsa:2048 -nodes -keyout "$NODE_PKI/$name.key" -subj "/CN=$cn${org:+/O=$org}" \
-    -out "$NODE_PKI/$name.csr" 2>/dev/null
-  {
-    echo "basicConstraints=CA:FALSE"
-    echo "keyUsage=critical,digitalSignature,keyEncipherment"
-    if [ -n "$san" ]; then
-      echo "extendedKeyUsage=serverAuth,clientAuth"
-      echo "subjectAltName=$san"
-    else
-      echo "extendedKeyUsage=clientAuth"
-    fi
-  } >"$NODE_PKI/$name.ext"
-  openssl x509 -req -in "$NODE_PKI/$name.csr" -CA "$NODE_PKI/ca.crt" -CAkey "$NODE_PKI/ca.key" \
-    -CAcreateserial -days 3650 -sha256 -extfile "$NODE_PKI/$name.ext" -out "$NODE_PKI/$name.crt" 2>/dev/null
-  rm -f "$NODE_PKI/$name.csr" "$NODE_PKI/$name.ext"
-  node_kubeconfig "$name"
+  cert "$@"
+  node_kubeconfig "$1"
 }
 
 node_kubeconfig() {

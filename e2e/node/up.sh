@@ -50,27 +50,6 @@ ports_free() {
 }
 
 # ------------------------------------------------------------ certificates
-# cert NAME CN [O] [SAN]: a client or server certificate signed by the CA.
-cert() {
-  local name=$1 cn=$2 org=${3:-} san=${4:-} subj
-  [ -s "$NODE_PKI/$name.crt" ] && return 0
-  subj="/CN=$cn${org:+/O=$org}"
-  openssl req -new -newkey rsa:2048 -nodes -keyout "$NODE_PKI/$name.key" -subj "$subj" \
-    -out "$NODE_PKI/$name.csr" 2>/dev/null
-  {
-    echo "basicConstraints=CA:FALSE"
-    echo "keyUsage=critical,digitalSignature,keyEncipherment"
-    if [ -n "$san" ]; then
-      echo "extendedKeyUsage=serverAuth,clientAuth"
-      echo "subjectAltName=$san"
-    else
-      echo "extendedKeyUsage=clientAuth"
-    fi
-  } >"$NODE_PKI/$name.ext"
-  openssl x509 -req -in "$NODE_PKI/$name.csr" -CA "$NODE_PKI/ca.crt" -CAkey "$NODE_PKI/ca.key" \
-    -CAcreateserial -days 3650 -sha256 -extfile "$NODE_PKI/$name.ext" -out "$NODE_PKI/$name.crt" 2>/dev/null
-  rm -f "$NODE_PKI/$name.csr" "$NODE_PKI/$name.ext"
-}
 
 # kubeconfig NAME CERT: a kubeconfig for the API server with a client certificate.
 kubeconfig() {
