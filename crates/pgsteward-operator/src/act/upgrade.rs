@@ -139,22 +139,7 @@ fn start(i: &Inputs, p: &mut Plan, op: OperationRecord) {
         op.to_major.unwrap_or_default(),
         op.id
     );
-    p.run.upgrade_id = Some(op.id.clone());
-    p.operation = Some(op);
-    p.record_first = true;
-    p.failed_upgrade = None;
-    p.conditions.push(condition(
-        UPGRADING,
-        "True",
-        "InProgress",
-        message.clone(),
-        i.generation,
-    ));
-    p.events.push(PlanEvent {
-        warning: false,
-        reason: "UpgradeStarted",
-        note: message,
-    });
+    under_way(i, p, op, "InProgress", (false, "UpgradeStarted"), message);
 }
 
 fn succeeded(i: &Inputs, p: &mut Plan, op: OperationRecord, message: &str) {
@@ -229,6 +214,20 @@ fn resume(i: &Inputs, p: &mut Plan, op: OperationRecord, result: &UpgradeResult)
         op.to_major.unwrap_or_default(),
         op.to_major.unwrap_or_default(),
     );
+    under_way(i, p, op, "Resumed", (true, "UpgradeResumed"), message);
+}
+
+/// The upgrade `op` under way: its request on the pod template, recorded in
+/// status before anything changes, Upgrading=True for `reason`, and the
+/// (warning, reason) event, both with `message`.
+fn under_way(
+    i: &Inputs,
+    p: &mut Plan,
+    op: OperationRecord,
+    reason: &str,
+    (warning, event): (bool, &'static str),
+    message: String,
+) {
     p.run.upgrade_id = Some(op.id.clone());
     p.operation = Some(op);
     p.record_first = true;
@@ -236,13 +235,13 @@ fn resume(i: &Inputs, p: &mut Plan, op: OperationRecord, result: &UpgradeResult)
     p.conditions.push(condition(
         UPGRADING,
         "True",
-        "Resumed",
+        reason,
         message.clone(),
         i.generation,
     ));
     p.events.push(PlanEvent {
-        warning: true,
-        reason: "UpgradeResumed",
+        warning,
+        reason: event,
         note: message,
     });
 }
