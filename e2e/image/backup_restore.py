@@ -86,6 +86,16 @@ def wait_archived(inst: harness.Instance, timeout: float = 60) -> None:
     raise AssertionError(f"WAL not archived after {timeout}s: {sorted(p.name for p in status.glob('*.ready'))}")
 
 
+def wait_push_failed(inst: harness.Instance, segment: str, timeout: float) -> None:
+    """Wait until the archiver reports a failed push, then check that PostgreSQL
+    kept `segment` to push again (its .ready file is still there)."""
+    deadline = time.monotonic() + timeout
+    while int(inst.query("select failed_count from pg_stat_archiver")) == 0:
+        assert time.monotonic() < deadline, "the archiver never reported the failed push"
+        time.sleep(0.2)
+    assert (inst.pgdata / "pg_wal" / "archive_status" / f"{segment}.ready").exists()
+
+
 def ids(inst: harness.Instance) -> list[int]:
     out = inst.query("select coalesce(string_agg(id::text, ',' order by id), '') from items")
     return [int(x) for x in out.split(",") if x]

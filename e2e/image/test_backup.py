@@ -8,13 +8,13 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
 import harness
 from backup_restore import (NO_STORAGE, archived, backup, backup_names, check_fixture, commit_row,
-                            files_containing, needs_standin, start_primary, switch_wal, wait_archived, walg)
+                            files_containing, needs_standin, start_primary, switch_wal, wait_archived,
+                            wait_push_failed, walg)
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -213,11 +213,7 @@ def test_wrong_s3_credentials_fail_backup_and_restore_and_keep_the_wal(make_inst
     inst.start(**wrong)
     inst.psql("create table during_wrong_credentials (i int)")
     segment = switch_wal(inst)
-    deadline = time.monotonic() + 120
-    while int(inst.query("select failed_count from pg_stat_archiver")) == 0:
-        assert time.monotonic() < deadline, "the archiver never reported the failed push"
-        time.sleep(0.5)
-    assert (inst.pgdata / "pg_wal" / "archive_status" / f"{segment}.ready").exists()
+    wait_push_failed(inst, segment, timeout=120)
     assert segment not in archived(inst.storage, inst.major)
     inst.stop()
     inst.start()

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from backup_restore import NO_STORAGE, archived, needs_standin, start_primary, switch_wal, wait_archived
+from backup_restore import (NO_STORAGE, archived, needs_standin, start_primary, switch_wal, wait_archived,
+                            wait_push_failed)
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -51,11 +52,7 @@ def test_failed_push_to_a_stopped_s3_server_keeps_the_segment_until_it_is_back(m
     try:
         inst.psql("create table written_during_the_outage (i int)")
         segment = switch_wal(inst)
-        deadline = time.monotonic() + 120
-        while int(inst.query("select failed_count from pg_stat_archiver")) == 0:
-            assert time.monotonic() < deadline, "the archiver never reported the failed push"
-            time.sleep(0.2)
-        assert (inst.pgdata / "pg_wal" / "archive_status" / f"{segment}.ready").exists()
+        wait_push_failed(inst, segment, timeout=120)
         assert "PostgreSQL keeps the segment and retries" in inst.log()
     finally:
         server.start()
@@ -76,11 +73,7 @@ def test_failed_push_keeps_the_segment_and_retries_until_storage_is_back(make_in
     fail_file.write_text("wal-push\n")
     inst.psql("create table written_during_the_outage (i int)")
     segment = switch_wal(inst)
-    deadline = time.monotonic() + 60
-    while int(inst.query("select failed_count from pg_stat_archiver")) == 0:
-        assert time.monotonic() < deadline, "the archiver never reported the failed push"
-        time.sleep(0.2)
-    assert (inst.pgdata / "pg_wal" / "archive_status" / f"{segment}.ready").exists()
+    wait_push_failed(inst, segment, timeout=60)
     assert segment not in archived(inst.storage, inst.major)
     assert "PostgreSQL keeps the segment and retries" in inst.log()
     fail_file.unlink()
