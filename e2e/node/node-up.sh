@@ -147,8 +147,6 @@ EOF
   wait_node containerd ctr_ version
 }
 
-ctr_() { ctr --address "$NODE_CONTAINERD_SOCK" --namespace k8s.io "$@"; }
-
 import_images() {
   local name tar
   for name in "$PAUSE_IMAGE" "$DEBIAN_IMAGE"; do
@@ -252,7 +250,20 @@ wait_node() {
 }
 
 # The default StorageClass, served by provisioner.sh (hostPath volumes).
+# WaitForFirstConsumer: the scheduler picks the node, names it on the claim
+# and waits in its binding cycle until the provisioner has bound a volume.
+# With Immediate, a pod created beside its claim (a StatefulSet's) was
+# unschedulable until the claim bound, and the scheduler sometimes retried
+# it only after its 5 min unschedulable timeout (the node tier's writer pod
+# stayed Pending). The binding mode is immutable: a class of an older run
+# with another one is replaced.
 start_provisioner() {
+  local mode
+  mode=$(kubectl --kubeconfig "$NODE_KUBECONFIG" get storageclass pgsteward-local \
+    -o jsonpath='{.volumeBindingMode}' 2>/dev/null || true)
+  if [ -n "$mode" ] && [ "$mode" != WaitForFirstConsumer ]; then
+    kubectl --kubeconfig "$NODE_KUBECONFIG" delete storageclass pgsteward-local >/dev/null
+  fi
   kubectl --kubeconfig "$NODE_KUBECONFIG" apply -f - >/dev/null <<EOF
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
@@ -261,9 +272,30 @@ metadata:
   annotations: {storageclass.kubernetes.io/is-default-class: "true"}
 provisioner: pgsteward.io/local-path
 reclaimPolicy: Delete
-volumeBindingMode: Immediate
+volumeBindingMode: WaitForFirstConsumer
 EOF
   start_node provisioner "$here/provisioner.sh"
+}
+
+# The kubernetes Service's endpoint, for pods (in-cluster clients such as the
+# operator installed by Helm): the API server on the bridge address. up.sh
+# runs it with --endpoint-reconciler-type none, since the address it
+# advertises (127.0.0.1) is not one a pod can reach.
+publish_apiserver() {
+  kubectl --kubeconfig "$NODE_KUBECONFIG" apply -f - >/dev/null <<EOF
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kubernetes
+  namespace: default
+  labels: {kubernetes.io/service-name: kubernetes, endpointslice.kubernetes.io/managed-by: node-up.pgsteward.io}
+addressType: IPv4
+endpoints:
+- addresses: ["$NODE_IP"]
+  conditions: {ready: true}
+ports:
+- {name: https, port: $APISERVER_PORT, protocol: TCP}
+EOF
 }
 
 node_ready() {
@@ -283,6 +315,7 @@ main() {
   start_kubelet
   start_kube_proxy
   start_provisioner
+  publish_apiserver
   local deadline=$((SECONDS + READY_TIMEOUT))
   until node_ready; do
     ((SECONDS < deadline)) || { tail -n 30 "$NODE_LOGS/kubelet.log" >&2; die "node $NODE_NAME not Ready within $READY_TIMEOUT s"; }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A tiny dynamic provisioner for the local node's StorageClass
-# "pgsteward-local" (provisioner pgsteward.io/local-path, the default class):
-# every 2 s it gives each Pending claim of that class a hostPath
-# PersistentVolume of the size asked, in a directory of its own under
+# "pgsteward-local" (provisioner pgsteward.io/local-path, the default class,
+# WaitForFirstConsumer): every second it gives each Pending claim of that
+# class on which the scheduler has named a node a hostPath PersistentVolume
+# of the size asked, in a directory of its own under
 # $PGSTEWARD_NODE_DIR/volumes, bound to the claim; a Released volume of its
 # own is deleted with its directory. node-up.sh starts it, down.sh stops it.
 #
@@ -55,9 +56,9 @@ main() {
   mkdir -p "$VOLUMES"
   log "provisioning claims of StorageClass $CLASS into $VOLUMES"
   while true; do
-    k get pvc -A -o jsonpath='{range .items[?(@.status.phase=="Pending")]}{.metadata.namespace}{"\t"}{.metadata.name}{"\t"}{.metadata.uid}{"\t"}{.spec.storageClassName}{"\t"}{.spec.resources.requests.storage}{"\t"}{.spec.accessModes[*]}{"\n"}{end}' 2>/dev/null |
-      while IFS=$'\t' read -r ns name uid class size modes; do
-        [ "$class" = "$CLASS" ] || continue
+    k get pvc -A -o jsonpath='{range .items[?(@.status.phase=="Pending")]}{.metadata.namespace}{"\t"}{.metadata.name}{"\t"}{.metadata.uid}{"\t"}{.spec.storageClassName}{"\t"}{.spec.resources.requests.storage}{"\t"}{.spec.accessModes[*]}{"\t"}{.metadata.annotations.volume\.kubernetes\.io/selected-node}{"\n"}{end}' 2>/dev/null |
+      while IFS=$'\t' read -r ns name uid class size modes node; do
+        if [ "$class" != "$CLASS" ] || [ -z "$node" ]; then continue; fi
         k get pv "pvc-$uid" >/dev/null 2>&1 || provision "$ns" "$name" "$uid" "$size" "${modes// /, }" || true
       done
     k get pv -o jsonpath='{range .items[?(@.status.phase=="Released")]}{.metadata.name}{"\t"}{.metadata.annotations.pv\.kubernetes\.io/provisioned-by}{"\t"}{.spec.hostPath.path}{"\n"}{end}' 2>/dev/null |
@@ -65,7 +66,7 @@ main() {
         [ "$name" = "$PROVISIONER" ] || continue
         reclaim "$pv" "$path" || true
       done
-    sleep 2
+    sleep 1
   done
 }
 

@@ -85,8 +85,14 @@ make_pki() {
       -subj "/CN=pgsteward-local-ca" -addext "basicConstraints=critical,CA:TRUE" \
       -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" -out "$NODE_PKI/ca.crt" 2>/dev/null
   fi
+  # NODE_IP: pods reach the API server there (the kubernetes Service's
+  # endpoint, node-up.sh). A certificate of an older run without it is remade.
+  if [ -s "$NODE_PKI/apiserver.crt" ] &&
+    ! openssl x509 -in "$NODE_PKI/apiserver.crt" -noout -ext subjectAltName 2>/dev/null | grep -q "IP Address:$NODE_IP\b"; then
+    rm -f "$NODE_PKI/apiserver.crt" "$NODE_PKI/apiserver.key"
+  fi
   cert apiserver kube-apiserver "" \
-    "IP:127.0.0.1,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "IP:127.0.0.1,IP:$NODE_IP,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
   cert admin pgsteward-admin system:masters
   cert controller-manager system:kube-controller-manager
@@ -155,10 +161,14 @@ start_etcd() {
   wait_healthy etcd "$READY_TIMEOUT" curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 }
 
+# On every address: pods reach it on NODE_IP, the node's bridge, which
+# node-up.sh makes later. Anonymous requests are refused: every client
+# presents a certificate or a service-account token.
 start_apiserver() {
   start kube-apiserver "$K8S_BIN/kube-apiserver" \
-    --bind-address 127.0.0.1 \
+    --bind-address 0.0.0.0 \
     --advertise-address 127.0.0.1 \
+    --anonymous-auth=false \
     --secure-port "$APISERVER_PORT" \
     --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
     --tls-cert-file "$NODE_PKI/apiserver.crt" \
