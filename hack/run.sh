@@ -28,17 +28,14 @@ command -v kubectl >/dev/null 2>&1 || e2e/setup/test-deps.sh kubectl
 # the cluster stays without a node, and says so.
 node_ready=false
 start_local_node() {
-  local rc=0 major archive name
+  local rc=0 major
   [ "$(id -u)" -eq 0 ] || return 0
   e2e/node/node-up.sh >&2 || rc=$?
   [ "$rc" -eq 0 ] || { log "the local node did not start (exit $rc): pods will stay Pending"; return 0; }
   log "PostgreSQL images for the node: the first run builds PostgreSQL 17 and 18 from Debian's sources (minutes, once)"
   e2e/setup/install-postgres.sh 17 18
   for major in 17 18; do
-    IFS=$'\t' read -r archive name < <(e2e/node/image.sh postgres "$major")
-    ctr --address "${PGSTEWARD_NODE_DIR:-/tmp/pgsteward-node}/containerd/containerd.sock" --namespace k8s.io \
-      images import "$archive" >/dev/null
-    log "imported $name into the node"
+    e2e/node/image.sh import postgres "$major" >/dev/null
   done
   # image.sh builds on bookworm, the suite the cached builds link against.
   export PGSTEWARD_POSTGRES_IMAGE_VARIANT=standard-bookworm

@@ -7,6 +7,9 @@
 #
 #   image.sh postgres MAJOR [OUT.tar]   PostgreSQL MAJOR from the cached build
 #   image.sh operator BINARY [OUT.tar]  the operator's release binary
+#   image.sh import postgres MAJOR | import operator BINARY
+#                                       build it, then import it into the
+#                                       running node's containerd
 #
 # Prints the archive's path and the image name on stdout, tab-separated.
 #
@@ -29,8 +32,8 @@
 set -Eeuo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-# shellcheck source=e2e/setup/lib.sh
-. "$repo/e2e/setup/lib.sh"
+# shellcheck source=e2e/node/lib.sh
+. "$here/lib.sh"
 
 SUITE=bookworm
 IMAGES="$PGSTEWARD_CACHE/node/images"
@@ -88,11 +91,12 @@ base_layer() {
 pg_layer() {
   local major=$1 src="$PGSTEWARD_CACHE/pg/$1" key out root pkglibdir sharedir
   [ -x "$src/bin/postgres" ] || die "PostgreSQL $major is not in $src; run make test-deps"
-  # The build is relocatable: its share directory follows bin. Its pkglibdir
-  # is where Debian's per-version-dirs patch puts it, outside the prefix:
-  # /usr/lib/postgresql/<major>/lib, as in the official image.
+  # The build is relocatable: lib and share follow bin, as in Debian's
+  # /usr/lib/postgresql/<major>/{bin,lib} (install-postgres.sh keeps the
+  # modules in the prefix), so it is laid out there as in the official image.
   pkglibdir=$("$src/bin/pg_config" --pkglibdir)
   sharedir=$("$src/bin/pg_config" --sharedir)
+  [ "$pkglibdir" = "$src/lib" ] || die "unexpected module directory $pkglibdir for $src (an older build: run e2e/setup/install-postgres.sh $major)"
   [ "$sharedir" = "$src/share/postgresql" ] || die "unexpected share directory $sharedir for $src"
   key=$( (cat "$src/.pgsteward-source" 2>/dev/null || readlink -f "$src"
     echo "$pkglibdir $sharedir"
@@ -107,7 +111,7 @@ pg_layer() {
   root=$(mktemp -d "$IMAGES/rootfs-pg-$major.XXXXXX")
   install -d "$root/usr/lib/postgresql/$major/lib" "$root/usr/share/postgresql"
   cp -a "$src/bin" "$src/share" "$root/usr/lib/postgresql/$major/"
-  cp -a "$src/lib/." "$pkglibdir/." "$root/usr/lib/postgresql/$major/lib/"
+  cp -a "$src/lib/." "$root/usr/lib/postgresql/$major/lib/"
   # Where Debian's packages keep it, for whatever looks there.
   ln -sfn "../../lib/postgresql/$major/share/postgresql" "$root/usr/share/postgresql/$major"
   # The build's rpath and compiled-in paths name the cache; the same path
@@ -180,12 +184,23 @@ build_operator() {
   printf '%s\t%s\n' "$out" "$OPERATOR_IMAGE"
 }
 
+# import KIND ARG: build, then import into the node (node-up.sh running).
+import_image() {
+  local archive name
+  IFS=$'\t' read -r archive name < <(main "$@")
+  [ -S "$NODE_CONTAINERD_SOCK" ] || die "no node containerd at $NODE_CONTAINERD_SOCK (e2e/node/node-up.sh starts it)"
+  ctr_ images import "$archive" >/dev/null
+  log "imported $name into the node"
+  printf '%s\t%s\n' "$archive" "$name"
+}
+
 main() {
   mkdir -p "$IMAGES"
   case "${1:-}" in
+    import) shift; import_image "$@" ;;
     postgres) [ "$#" -ge 2 ] || exit 2; build_postgres "$2" "${3:-}" ;;
     operator) [ "$#" -ge 2 ] || exit 2; build_operator "$2" "${3:-}" ;;
-    *) echo "usage: $0 postgres MAJOR [OUT.tar] | operator BINARY [OUT.tar]" >&2; exit 2 ;;
+    *) echo "usage: $0 postgres MAJOR [OUT.tar] | operator BINARY [OUT.tar] | import postgres MAJOR | import operator BINARY" >&2; exit 2 ;;
   esac
 }
 

@@ -102,3 +102,6 @@ cert() {
     -CAcreateserial -days 3650 -sha256 -extfile "$NODE_PKI/$name.ext" -out "$NODE_PKI/$name.crt" 2>/dev/null
   rm -f "$NODE_PKI/$name.csr" "$NODE_PKI/$name.ext"
 }
+
+# ctr_ ARGS...: ctr on the node's containerd, in the namespace the kubelet uses.
+ctr_() { ctr --address "$NODE_CONTAINERD_SOCK" --namespace k8s.io "$@"; }
