@@ -112,3 +112,24 @@ def test_no_version_to_be_had_fails_with_one_line(tmp_path):
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
     assert errors == [errors[0]] and "no source of postgresql-99 can be had" in errors[0], done.stderr
+
+
+def test_each_cached_build_finds_its_modules_relative_to_itself_when_copied_elsewhere(tmp_path):
+    """The binary stash copies a major's bin, lib and share onto the volume and
+    runs them from there in the next major's image, where the build's own
+    paths do not exist. PostgreSQL relocates itself only when its modules and
+    binaries keep the layout they were built with: Debian's per-version-dirs
+    patch, which fixes the modules at /usr/lib/postgresql/<M>/lib, broke that
+    (found by the node tier's 17 -> 18 upgrade)."""
+    majors = harness.majors_available()
+    assert majors, f"no cached PostgreSQL build in {harness.CACHE / 'pg'}"
+    for major in majors:
+        prefix = harness.pg_bindir(major).parent
+        copy = tmp_path / str(major) / "usr" / "lib" / "postgresql" / str(major)
+        copy.mkdir(parents=True)
+        for sub in ("bin", "lib", "share"):
+            subprocess.run(["cp", "-a", str(prefix / sub), str(copy / sub)], check=True)
+        paths = subprocess.run([str(copy / "bin" / "pg_config"), "--pkglibdir", "--sharedir"],
+                               capture_output=True, text=True, check=True).stdout.split()
+        assert paths == [str(copy / "lib"), str(copy / "share" / "postgresql")], (major, paths)
+        assert (copy / "lib" / "pg_stat_statements.so").exists()

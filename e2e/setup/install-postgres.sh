@@ -50,8 +50,10 @@ ready() {
   local prefix="$PGSTEWARD_CACHE/pg/$1"
   [ -x "$prefix/bin/postgres" ] && [ -x "$prefix/bin/pg_upgrade" ] &&
     [ -f "$("$prefix/bin/pg_config" --pkglibdir)/pg_stat_statements.so" ] || return 1
-  # A link to the host's package has no stamp; a build must match its pin.
+  # A link to the host's package has no stamp; a build must match its pin,
+  # and keep its modules inside the prefix (builds of older set-ups did not).
   [ -L "$prefix" ] && return 0
+  [ "$("$prefix/bin/pg_config" --pkglibdir)" = "$prefix/lib" ] || return 1
   grep -qxF "pinned=$(pinned_version "$1")" "$prefix/.pgsteward-source" 2>/dev/null
 }
 
@@ -141,6 +143,21 @@ build() {
   ) || die "building PostgreSQL from $src failed; see $logs/configure.log and $logs/make.log"
 }
 
+# keep_pkglibdir_in_prefix SRC: Debian's per-version-dirs patch fixes the
+# modules' directory at /usr/lib/postgresql/<M>/lib whatever the prefix. Built
+# into the cache, that put them outside it, on the host, and broke
+# PostgreSQL's relocation: a binary finds its pkglibdir relative to itself
+# only when both share the layout they were built with ($prefix/bin and
+# $prefix/lib, as Debian's /usr/lib/postgresql/<M>/{bin,lib}). The binary
+# stash depends on that relocation; the node tier's 17 -> 18 upgrade failed
+# with "could not open directory /usr/lib/postgresql/17/lib".
+keep_pkglibdir_in_prefix() {
+  local makefile="$1/src/Makefile.global.in"
+  grep -q '^override pkglibdir := /usr/lib/postgresql/@PG_MAJORVERSION@/lib$' "$makefile" ||
+    die "$makefile does not set pkglibdir as Debian's per-version-dirs patch did: check keep_pkglibdir_in_prefix"
+  sed -i 's|^override pkglibdir := /usr/lib/postgresql/@PG_MAJORVERSION@/lib$|override pkglibdir := $(libdir)|' "$makefile"
+}
+
 build_from_source() {
   local major=$1 prefix="$PGSTEWARD_CACHE/pg/$1" work version
   apt_install "${BUILD_DEPS[@]}"
@@ -149,6 +166,7 @@ build_from_source() {
   rm -rf "$work/build"
   dpkg-source -x "$(find "$work/files" -maxdepth 1 -name "postgresql-${major}_*.dsc" | head -n1)" "$work/build" \
     >"$work/unpack.log" 2>&1 || die "unpacking postgresql-$major $version failed; see $work/unpack.log"
+  keep_pkglibdir_in_prefix "$work/build"
   log "building PostgreSQL $major ($version) into $prefix (a few minutes, once)"
   build "$work/build" "$prefix"
   printf 'pinned=%s\nused=%s\n' "$(pinned_version "$major")" "$version" >"$prefix/.pgsteward-source"
