@@ -229,7 +229,7 @@ done
 # The pods are kept unschedulable, so what the operator sees stays still on a
 # cluster with nodes too; the API objects are what this tier checks.
 k create secret generic orders-s3 \
-  --from-literal=AWS_ACCESS_KEY_ID=e2e --from-literal=AWS_SECRET_ACCESS_KEY=e2e >/dev/null
+  --from-literal=AWS_ACCESS_KEY_ID=PGSTEWARDE2EACCESS --from-literal=AWS_SECRET_ACCESS_KEY="e2e-secret-$RANDOM$RANDOM$RANDOM" >/dev/null
 unschedulable='{"spec":{"nodeSelector":{"pgsteward.io/e2e":"no-such-node"}}}'
 for sample in pginstance-minimal pginstance-s3; do
   k apply -f "config/samples/$sample.yaml" >/dev/null
@@ -412,6 +412,16 @@ if wait_for 30 bash -c "! kubectl -n $ns get configmap/minimal-config"; then
   ok "owned objects are garbage-collected"
 else
   echo "# owned objects still present after 30 s: this server may run no garbage collector (not counted)"
+fi
+
+# ------------------------------------------------------------ 8. secrets
+# The leak check every tier shares: no Secret's value (the generated
+# superuser passwords, the S3 keys) in events, statuses, ConfigMaps,
+# StatefulSets, pods, pod logs or the operator's log.
+if leaks=$(python3 "$repo/e2e/leakcheck.py" cluster "$op_log" 2>&1); then
+  ok "${leaks#ok - }"
+else
+  not_ok "$(grep -m 3 'not ok' <<<"$leaks" | tr '\n' ' ')"
 fi
 
 echo "cluster: $passed passed, $failed failed"

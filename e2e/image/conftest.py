@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
 import harness
 import s3
 from storage import FileStorage, S3Storage
+
+# The leak check every tier shares lives in e2e/.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import leakcheck  # noqa: E402
 
 CURRENT_MAJOR = 18
 OLD_MAJOR = 17
@@ -69,6 +75,7 @@ def s3_servers():
         server = s3.S3Server(binary, harness.make_workdir("s3-server"))
         server.start()
         server.create_bucket(BUCKET)
+        harness.CREDENTIALS[f"the secret key of S3 server {server.root.name}"] = server.secret_key
         started.append(server)
         return server
 
@@ -133,10 +140,16 @@ def make_instance(request, new_storage):
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
     for inst in made:
         inst.stop()
-        if not failed:
+    # What the instances wrote (logs, results, status documents, termination
+    # messages) holds no credential of the tier.
+    leaks = [hit for inst in made for hit in leakcheck.find_leaks(
+        harness.CREDENTIALS, leakcheck.file_sources([inst.root]))]
+    for inst in made:
+        if not failed and not leaks:
             shutil.rmtree(inst.root, ignore_errors=True)
             if isinstance(inst.storage, FileStorage) and not str(inst.storage.path).startswith(str(inst.root)):
                 shutil.rmtree(inst.storage.path, ignore_errors=True)
+    assert not leaks, "a credential leaked (files kept): " + "; ".join(leaks)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

@@ -40,6 +40,9 @@ CACHE = Path(os.environ.get("PGSTEWARD_CACHE", "/var/cache/pgsteward"))
 RUN_USER = os.environ.get("PGSTEWARD_TEST_USER", "postgres")
 WORK_BASE = Path(os.environ.get("PGSTEWARD_TEST_WORKDIR", "/tmp/pgsteward-e2e"))
 SUPERUSER_PASSWORD = "s3cr3t-test-password"
+# Every credential the tier hands out, for the shared leak check
+# (e2e/leakcheck.py): the S3 servers add theirs.
+CREDENTIALS = {"the superuser password": SUPERUSER_PASSWORD}
 
 
 def pg_bindir(major: int) -> Path:
