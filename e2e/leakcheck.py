@@ -5,7 +5,7 @@ person or a log pipeline reads: logs, events, statuses, ConfigMaps, pod and
 StatefulSet specs, result documents.
 
     leakcheck.py cluster [PATH...]
-        the credentials: every Opaque Secret's values in the cluster of
+        the credentials: every Secret's values in the cluster of
         KUBECONFIG; searched: events, PgInstances and PgBackups (status
         included), ConfigMaps, StatefulSets, pods, every container's log
         (the previous one too), and the files under PATH
@@ -36,6 +36,12 @@ MIN_LENGTH = 8
 # Files that are credential stores by design (0600, read by one process), not
 # output: the cron environment of the image's scheduler and password files.
 STORES = ("pgsteward-cron.env", ".pgpass", "password")
+# Secrets that hold no test credential: Helm's release records (the chart's
+# values) and the API server's own tokens. The superuser Secrets are
+# kubernetes.io/basic-auth: their username ("postgres") is a name, not a
+# credential, and appears everywhere.
+NOT_CREDENTIALS = ("helm.sh/release.v1", "kubernetes.io/service-account-token", "bootstrap.kubernetes.io/token")
+NAMES = ("username", "user")
 
 
 def find_leaks(credentials: dict[str, str], sources: Iterable[tuple[str, str]]) -> list[str]:
@@ -70,9 +76,11 @@ def cluster_credentials() -> dict[str, str]:
     found = {}
     secrets = json.loads(kubectl("get", "secrets", "-A", "-o", "json") or '{"items": []}')
     for s in secrets["items"]:
-        if s.get("type", "Opaque") != "Opaque":
-            continue  # service-account tokens, Helm's release records
+        if s.get("type") in NOT_CREDENTIALS:
+            continue
         for key, value in (s.get("data") or {}).items():
+            if key in NAMES:
+                continue
             found[f"Secret {s['metadata']['namespace']}/{s['metadata']['name']} key {key}"] = (
                 base64.b64decode(value).decode("utf-8", "replace"))
     return found
@@ -102,7 +110,7 @@ def main(argv: list[str]) -> int:
     if len(argv) >= 1 and argv[0] == "cluster":
         credentials = cluster_credentials()
         if not credentials:
-            print("not ok - no Opaque Secret in the cluster: nothing to search for, so nothing is shown")
+            print("not ok - no Secret in the cluster: nothing to search for, so nothing is shown")
             return 1
         sources = [*cluster_sources(), *file_sources(argv[1:])]
         return report(find_leaks(credentials, sources),
