@@ -33,7 +33,7 @@ case "$tier" in
     ;;
   node)
     # A local Kubernetes with a node of its own (root: containerd, runc, CNI).
-    exec "$repo/e2e/node/with-cluster.sh" --node "node tier" "$repo/e2e/node/smoke.sh" "${@:2}"
+    exec "$repo/e2e/node/with-cluster.sh" --node "node tier" "$repo/e2e/node/tier.sh" "${@:2}"
     ;;
   bench-upgrade)
     exec "$repo/e2e/bench/upgrade.sh" "${@:2}"
