@@ -16,7 +16,8 @@
 #      which `cargo test` keeps equal to the Rust CEL tests; an old object's
 #      status is written through the status subresource); a restore target
 #      is compared with status.firstRecoverabilityPoint only when
-#      spec.restore changes;
+#      spec.restore changes; the spec-fuzzing sample (e2e/cluster/fuzz-cases.json)
+#      gets the offline verdict (accept or refuse) from the API server;
 #   3. accepted samples produce the expected objects and sizes;
 #   4. status and printer columns through `kubectl get pginstance`;
 #   5. a second reconcile changes no object's resourceVersion and writes
@@ -177,6 +178,16 @@ while IFS=$'\t' read -r i has_old name; do
     not_ok "CEL: $name: message lacks$missing; server said: $(tail -n 1 "$work/case-$i.out")"
   fi
 done <"$work/cases.tsv"
+# Spec fuzzing: the generated sample (e2e/cluster/fuzz-cases.json, kept
+# equal to `cargo test -p pgsteward-api --test spec_fuzz`) must get the
+# offline verdict, accept or refuse, from the real API server.
+if python3 "$repo/e2e/cluster/fuzz_replay.py" "$repo/e2e/cluster/fuzz-cases.json" "$ns" "$work" >"$work/fuzz.out" 2>&1; then
+  ok "$(tail -n 1 "$work/fuzz.out")"
+else
+  cat "$work/fuzz.out"
+  not_ok "spec fuzzing: the API server and the offline check disagree: $(tail -n 1 "$work/fuzz.out")"
+fi
+k delete pginstances,pgbackups --all --wait=false >/dev/null 2>&1 || true
 # The restore window, through real writes (not dry-run): the rule at the
 # root compares a changed spec.restore with the status the operator wrote,
 # and never refuses a status write because of a request already made.

@@ -297,7 +297,14 @@ fn volume_cannot_shrink_rule() -> kube::core::Rule {
     // The message names the sizes, not the products: string() of a double has
     // no bounded length, and the API server refuses a messageExpression it
     // cannot price (the quantity arithmetic is priced far above its budget).
-    kube::core::Rule::new(format!("{} >= {}", volume("self"), volume("oldSelf"))).message(
+    // A size that is not a quantity is refused by its own rule, with its own
+    // message; without the guard this rule would add an evaluation error.
+    kube::core::Rule::new(format!(
+        "!isQuantity(self.size) || !isQuantity(oldSelf.size) || {} >= {}",
+        volume("self"),
+        volume("oldSelf")
+    ))
+    .message(
         kube::core::Message::Expression(
             "'storage.size × storage.sizeFactor cannot shrink: the volume was requested for storage.size ' + oldSelf.size + ' with the sizeFactor it had, and this change makes it smaller (storage.size ' + self.size + ' with the new sizeFactor); a volume cannot be made smaller, so keep size × sizeFactor at least as large (raise storage.size to lower sizeFactor), or restore a backup into a new PgInstance'"
                 .into(),
@@ -308,7 +315,7 @@ fn volume_cannot_shrink_rule() -> kube::core::Rule {
 /// The data volume.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(
-    validation = kube::core::Rule::new("quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0")
+    validation = kube::core::Rule::new("!isQuantity(self.size) || !isQuantity(oldSelf.size) || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0")
         .message("storage.size cannot shrink: a volume cannot be made smaller; to use less space, restore a backup into a new PgInstance"),
     validation = kube::core::Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)")
         .message("storage.storageClassName cannot change after creation: the volume is already provisioned; restore a backup into a new PgInstance to move storage classes"),
@@ -319,7 +326,7 @@ pub struct StorageSpec {
     /// The data size you expect, as a quantity (for example `10Gi`). The
     /// volume requested is `sizeFactor × size`, rounded up.
     #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = kube::core::Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))")
+    #[x_kube(validation = kube::core::Rule::new("self.trim() == self && isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))")
         .message("storage.size must be a positive quantity such as 10Gi or 500Mi"))]
     pub size: String,
 

@@ -24,9 +24,41 @@ pub fn crds() -> Vec<(
 )> {
     use kube::CustomResourceExt;
     vec![
-        ("pginstances.pgsteward.io.yaml", PgInstance::crd()),
-        ("pgbackups.pgsteward.io.yaml", PgBackup::crd()),
+        (
+            "pginstances.pgsteward.io.yaml",
+            with_int32_bounds(PgInstance::crd()),
+        ),
+        (
+            "pgbackups.pgsteward.io.yaml",
+            with_int32_bounds(PgBackup::crd()),
+        ),
     ]
+}
+
+/// The API server does not enforce `format: int32` (the Kubernetes types
+/// embedded in the spec, such as an affinity term's `weight`, carry it): it
+/// accepted `weight: 4294967296`, which the operator then could not read
+/// (found by the spec fuzzing, issue 18). Every int32 field gets the range
+/// as `minimum`/`maximum`, which the API server does enforce.
+fn with_int32_bounds(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.get("format").and_then(|f| f.as_str()) == Some("int32") {
+                    m.entry("minimum").or_insert(serde_json::json!(i32::MIN));
+                    m.entry("maximum").or_insert(serde_json::json!(i32::MAX));
+                }
+                m.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
+    walk(&mut value);
+    serde_json::from_value(value).expect("bounds keep the CRD valid")
 }
 
 /// Render one CRD as the YAML document `crdgen` writes.
