@@ -7,7 +7,7 @@
 //! Two sources of input: the kept corpus in `tests/corpus/<target>/` (the
 //! image tier's real fixtures plus hostile documents, run every time, with
 //! every truncation of each), and generated cases (proptest; the budget is
-//! `PROPTEST_CASES`, default 256 here, see docs/testing.md).
+//! `PGSTEWARD_PARSER_CASES`, default 256, as `make test` runs it, see docs/testing.md).
 
 use std::path::PathBuf;
 
@@ -338,8 +338,9 @@ fn hostile_json() -> impl Strategy<Value = String> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        // PROPTEST_CASES overrides (make test sets it; docs/testing.md).
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256),
+        // make test's budget (Makefile PGSTEWARD_PARSER_CASES); a longer
+        // run sets it higher (docs/testing.md).
+        cases: std::env::var("PGSTEWARD_PARSER_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
