@@ -100,10 +100,10 @@ fn backup_decisions(r: &BackupResult) {
     let _ = last_scheduled_backup(Some(&prior), Some(r));
     let _ = last_scheduled_backup(None, Some(r));
     let _ = backup_record(r);
-    if let Some(p) = &r.details.first_recoverability_point {
-        if let Some(kept) = recoverability_point(p) {
-            assert!(kept.len() <= pgsteward_api::instance::FIRST_RECOVERABILITY_POINT_MAX_LEN);
-        }
+    if let Some(p) = &r.details.first_recoverability_point
+        && let Some(kept) = recoverability_point(p)
+    {
+        assert!(kept.len() <= pgsteward_api::instance::FIRST_RECOVERABILITY_POINT_MAX_LEN);
     }
 }
 
