@@ -13,6 +13,9 @@ export PGSTEWARD_CACHE ?= /var/cache/pgsteward
 export PGSTEWARD_TEST_MAJORS ?= 17 18
 
 CARGO ?= cargo
+# Generated cases per property of the parser tests (crates/pgsteward-operator/
+# tests/parsers.rs): make test's fixed budget, a few seconds per target.
+export PGSTEWARD_PARSER_CASES ?= 256
 
 .PHONY: help
 help: ## list the targets
