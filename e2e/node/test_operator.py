@@ -200,13 +200,6 @@ class Poller:
         return sum(1 for _, ok in self.samples if not ok)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def print_figures():
-    yield
-    if FIGURES:
-        print("\nnode tier figures:")
-        for key, value in FIGURES.items():
-            print(f"  {key}: {value}")
 
 
 # ---------------------------------------------------------------- 1. Helm
