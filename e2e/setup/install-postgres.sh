@@ -155,6 +155,7 @@ keep_pkglibdir_in_prefix() {
   local makefile="$1/src/Makefile.global.in"
   grep -q '^override pkglibdir := /usr/lib/postgresql/@PG_MAJORVERSION@/lib$' "$makefile" ||
     die "$makefile does not set pkglibdir as Debian's per-version-dirs patch did: check keep_pkglibdir_in_prefix"
+  # shellcheck disable=SC2016 # $(libdir) is make's, written literally
   sed -i 's|^override pkglibdir := /usr/lib/postgresql/@PG_MAJORVERSION@/lib$|override pkglibdir := $(libdir)|' "$makefile"
 }
 
