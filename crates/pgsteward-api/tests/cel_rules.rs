@@ -491,16 +491,7 @@ fn cluster_tier_cases_match_these_cases() {
         })
         .collect();
     let expected = serde_json::to_string_pretty(&cases).unwrap() + "\n";
-    let path = common::repo_root().join("e2e/cluster/cel-cases.json");
-    if std::env::var_os("PGSTEWARD_UPDATE_FIXTURES").is_some() {
-        std::fs::write(&path, &expected).unwrap();
-    }
-    let actual = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        actual == expected,
-        "{} is out of date: run PGSTEWARD_UPDATE_FIXTURES=1 cargo test -p pgsteward-api --test cel_rules",
-        path.display()
-    );
+    common::assert_generated_file_current("e2e/cluster/cel-cases.json", &expected, "cel_rules");
 }
 
 #[test]

@@ -1145,14 +1145,5 @@ fn sample(servers: &Servers) -> Vec<Value> {
 #[test]
 fn cluster_tier_fuzz_sample_is_current() {
     let expected = serde_json::to_string_pretty(&sample(&servers())).unwrap() + "\n";
-    let path = common::repo_root().join("e2e/cluster/fuzz-cases.json");
-    if std::env::var_os("PGSTEWARD_UPDATE_FIXTURES").is_some() {
-        std::fs::write(&path, &expected).unwrap();
-    }
-    let actual = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        actual == expected,
-        "{} is out of date: run PGSTEWARD_UPDATE_FIXTURES=1 cargo test -p pgsteward-api --test spec_fuzz",
-        path.display()
-    );
+    common::assert_generated_file_current("e2e/cluster/fuzz-cases.json", &expected, "spec_fuzz");
 }
