@@ -87,9 +87,11 @@ def cluster_credentials() -> dict[str, str]:
 
 
 def cluster_sources() -> Iterator[tuple[str, str]]:
-    for kind in ("events", "pginstances", "pgbackups", "configmaps", "statefulsets", "pods"):
+    for kind in ("events", "pginstances", "pgbackups", "configmaps", "statefulsets"):
         yield f"kubectl get {kind} -A", kubectl("get", kind, "-A", "-o", "json")
-    pods = json.loads(kubectl("get", "pods", "-A", "-o", "json") or '{"items": []}')
+    text = kubectl("get", "pods", "-A", "-o", "json")
+    yield "kubectl get pods -A", text
+    pods = json.loads(text or '{"items": []}')
     for pod in pods["items"]:
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]:
