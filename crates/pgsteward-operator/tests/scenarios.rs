@@ -345,9 +345,6 @@ async fn a_malformed_instance_is_reported_not_fatal() {
 
 // ------------------------------------------------------------ operations
 
-/// Each pod the fake kubelet creates is a new one.
-static POD_UIDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
 const IMAGE_17: &str = "ghcr.io/pgsteward/postgres:17-standard-trixie";
 const IMAGE_18: &str = "ghcr.io/pgsteward/postgres:18-standard-trixie";
 
@@ -372,46 +369,6 @@ impl World {
             f(&mut i["spec"]);
             i["metadata"]["generation"] = json!(generation);
         });
-    }
-
-    fn sts_container(&self) -> Value {
-        let sts = self.fake.get("apps", "statefulsets", NS, "db").unwrap();
-        sts["spec"]["template"]["spec"]["containers"][0].clone()
-    }
-
-    /// The kubelet replaced the pod: it runs `image`, running or crashing
-    /// with `exit`.
-    fn pod_runs(&self, image: &str, exit: Option<i32>) {
-        self.pod_with(image, exit, None);
-    }
-
-    /// As `pod_runs`, the container crashing with `exit` and leaving
-    /// `message` as its termination message.
-    fn pod_exits_with_message(&self, image: &str, exit: i32, message: &Value) {
-        self.pod_with(image, Some(exit), Some(message.to_string()));
-    }
-
-    fn pod_with(&self, image: &str, exit: Option<i32>, message: Option<String>) {
-        let state = match exit {
-            None => {
-                json!({"state": {"running": {"startedAt": "2026-11-21T10:00:00Z"}}, "ready": true})
-            }
-            Some(code) => json!({"state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                                 "lastState": {"terminated": {"exitCode": code, "message": message}},
-                                 "ready": false}),
-        };
-        let mut cs = json!({"name": "postgres", "image": image, "imageID": "", "restartCount": 1});
-        for (k, v) in state.as_object().unwrap() {
-            cs[k] = v.clone();
-        }
-        self.fake.seed(
-            "",
-            "pods",
-            json!({"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": "db-0", "namespace": NS, "uid": format!("pod-{}", POD_UIDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed))},
-                   "spec": {"containers": [{"name": "postgres", "image": image}]},
-                   "status": {"phase": "Running", "containerStatuses": [cs]}}),
-        );
     }
 }
 

@@ -458,6 +458,9 @@ pub fn report_with_upgrade(name: &str, id: &str) -> Value {
     r
 }
 
+/// Each pod the fake kubelet creates is a new one.
+pub static POD_UIDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 pub const NS: &str = "shop";
 pub const PGI: (&str, &str) = ("pgsteward.io", "pginstances");
 
@@ -574,19 +577,7 @@ impl World {
     /// What the kubelet and the StatefulSet controller would do: the pod
     /// exists and is ready, the StatefulSet reports it.
     pub fn pod_becomes_ready(&self) {
-        let revision = format!("{}-1", self.name);
-        self.fake.update(
-            "apps",
-            "statefulsets",
-            NS,
-            &names::statefulset(&self.name),
-            |sts| {
-                sts["metadata"]["generation"] = json!(1);
-                sts["status"] = json!({"replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
-                "updatedReplicas": 1, "currentReplicas": 1, "observedGeneration": 1,
-                "currentRevision": revision, "updateRevision": revision});
-            },
-        );
+        self.statefulset_reports(true);
         self.fake.seed(
             "",
             "pods",
@@ -596,12 +587,74 @@ impl World {
         );
     }
 
+    /// What the StatefulSet controller would report: its one pod is of the
+    /// current revision, ready or not.
+    pub fn statefulset_reports(&self, ready: bool) {
+        let revision = format!("{}-1", self.name);
+        let ready = i64::from(ready);
+        self.fake.update(
+            "apps",
+            "statefulsets",
+            NS,
+            &names::statefulset(&self.name),
+            |sts| {
+                sts["metadata"]["generation"] = json!(1);
+                sts["status"] = json!({"replicas": 1, "readyReplicas": ready, "availableReplicas": ready,
+                "updatedReplicas": 1, "currentReplicas": 1, "observedGeneration": 1,
+                "currentRevision": revision, "updateRevision": revision});
+            },
+        );
+    }
+
     pub fn condition(&self, type_: &str) -> Value {
         let i = self.stored();
         i["status"]["conditions"]
             .as_array()
             .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
             .unwrap_or(Value::Null)
+    }
+
+    pub fn sts_container(&self) -> Value {
+        let sts = self
+            .fake
+            .get("apps", "statefulsets", NS, &names::statefulset(&self.name))
+            .unwrap();
+        sts["spec"]["template"]["spec"]["containers"][0].clone()
+    }
+
+    /// The kubelet replaced the pod: it runs `image`, running or crashing
+    /// with `exit`.
+    pub fn pod_runs(&self, image: &str, exit: Option<i32>) {
+        self.pod_with(image, exit, None);
+    }
+
+    /// As `pod_runs`, the container crashing with `exit` and leaving
+    /// `message` as its termination message.
+    pub fn pod_exits_with_message(&self, image: &str, exit: i32, message: &Value) {
+        self.pod_with(image, Some(exit), Some(message.to_string()));
+    }
+
+    pub fn pod_with(&self, image: &str, exit: Option<i32>, message: Option<String>) {
+        let state = match exit {
+            None => {
+                json!({"state": {"running": {"startedAt": "2026-11-21T10:00:00Z"}}, "ready": true})
+            }
+            Some(code) => json!({"state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                 "lastState": {"terminated": {"exitCode": code, "message": message}},
+                                 "ready": false}),
+        };
+        let mut cs = json!({"name": "postgres", "image": image, "imageID": "", "restartCount": 1});
+        for (k, v) in state.as_object().unwrap() {
+            cs[k] = v.clone();
+        }
+        self.fake.seed(
+            "",
+            "pods",
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": names::pod(&self.name, 0), "namespace": NS, "uid": format!("pod-{}", POD_UIDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed))},
+                   "spec": {"containers": [{"name": "postgres", "image": image}]},
+                   "status": {"phase": "Running", "containerStatuses": [cs]}}),
+        );
     }
 }
 
