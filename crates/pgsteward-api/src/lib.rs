@@ -6,6 +6,8 @@
 //! `crds/*.yaml` must match it (a test in this crate checks).
 
 pub mod backup;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod instance;
 pub mod quantity;
 

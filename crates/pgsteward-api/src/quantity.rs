@@ -96,10 +96,13 @@ impl Quantity {
     /// `factor × self`, rounded up to a whole unit and then to a size a
     /// storage provisioner takes without surprise: a whole MiB for binary
     /// input (whole MB for decimal input) once the result is at least that
-    /// large. `factor` is taken to three decimal places, rounded up.
-    pub fn scale_up(&self, factor: f64) -> Self {
+    /// large. `factor` is taken to three decimal places, rounded up. None
+    /// when the product does not fit (a factor of 1e300, say).
+    pub fn scale_up(&self, factor: f64) -> Option<Self> {
+        // A cast saturates: an infinite or huge factor becomes u128::MAX,
+        // which the checked product then refuses.
         let factor_millis = (factor * 1000.0).ceil().max(0.0) as u128;
-        let millis = (self.millis * factor_millis).div_ceil(1000);
+        let millis = self.millis.checked_mul(factor_millis)?.div_ceil(1000);
         let units = millis.div_ceil(1000);
         let step: u128 = if self.binary {
             1024 * 1024
@@ -107,21 +110,29 @@ impl Quantity {
             1000 * 1000
         };
         let units = if units >= step {
-            units.div_ceil(step) * step
+            units.div_ceil(step).checked_mul(step)?
         } else {
             units
         };
-        Self {
-            millis: units * 1000,
+        Some(Self {
+            millis: units.checked_mul(1000)?,
             binary: self.binary,
-        }
+        })
     }
 }
 
+/// The largest volume the operator requests: 2^63 - 1 bytes (just under
+/// 8 EiB), the most Kubernetes counts in the 64-bit integer its components
+/// read a quantity's value as.
+pub const MAX_VOLUME_BYTES: u128 = i64::MAX as u128;
+
 /// The volume to request for `data_size` of data: `ceil(sizeFactor × size)`,
 /// room for a restore's second copy of the data (DESIGN.md, storage sizing).
-pub fn volume_size(data_size: Quantity, size_factor: f64) -> Quantity {
-    data_size.scale_up(size_factor)
+/// None when that is more than [`MAX_VOLUME_BYTES`].
+pub fn volume_size(data_size: Quantity, size_factor: f64) -> Option<Quantity> {
+    data_size
+        .scale_up(size_factor)
+        .filter(|q| q.ceil_units() <= MAX_VOLUME_BYTES)
 }
 
 impl PartialEq for Quantity {
@@ -200,6 +211,18 @@ mod tests {
         for bad in ["", "Gi", "-1Gi", "10 GB", "1.2.3Gi", "10gi", "abc"] {
             assert!(Quantity::parse(bad).is_err(), "{bad:?} should not parse");
         }
+    }
+
+    #[test]
+    fn a_volume_beyond_what_kubernetes_counts_is_none_not_an_overflow() {
+        let q = |s| Quantity::parse(s).unwrap();
+        assert_eq!(q("11Gi").scale_up(1e300), None);
+        assert_eq!(q("11Gi").scale_up(f64::INFINITY), None);
+        assert_eq!(volume_size(q("11Gi"), 1e300), None);
+        assert_eq!(volume_size(q("9223372036854775807"), 2.5), None);
+        assert_eq!(volume_size(q("1Ei"), 2.5), Some(q("2560Pi")));
+        assert_eq!(volume_size(q("3Ei"), 2.5), Some(q("7680Pi")));
+        assert_eq!(volume_size(q("4Ei"), 2.5), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use pgsteward_api::{
     PgInstance,
     instance::SUPPORTED_MAJORS,
-    quantity::{Quantity, volume_size},
+    quantity::{MAX_VOLUME_BYTES, Quantity, volume_size},
 };
 
 use crate::{
@@ -39,13 +39,13 @@ fn secret_has_key(secret: &Secret, key: &str) -> bool {
 pub fn validate(instance: &PgInstance, observed: &Observed) -> Result<ValidSpec, Problems> {
     let mut problems = Vec::new();
     check_name_and_version(instance, &mut problems);
-    let data_size = check_storage(instance, &mut problems);
+    let sizes = check_storage(instance, &mut problems);
     check_secrets(instance, observed, &mut problems);
     check_claims(instance, observed, &mut problems);
-    match (problems.is_empty(), data_size) {
-        (true, Some(data_size)) => Ok(ValidSpec {
+    match (problems.is_empty(), sizes) {
+        (true, Some((data_size, volume_size))) => Ok(ValidSpec {
             data_size,
-            volume_size: volume_size(data_size, instance.spec.storage.size_factor),
+            volume_size,
         }),
         _ => Err(Problems(problems)),
     }
@@ -88,9 +88,13 @@ fn check_name_and_version(instance: &PgInstance, problems: &mut Vec<Problem>) {
     }
 }
 
-/// `storage.size` must parse; `sizeFactor` must leave room for a restore.
-/// Returns the parsed size.
-fn check_storage(instance: &PgInstance, problems: &mut Vec<Problem>) -> Option<Quantity> {
+/// `storage.size` must parse; `sizeFactor` must leave room for a restore,
+/// and their product must be a volume Kubernetes can request. Returns the
+/// parsed size and the volume's.
+fn check_storage(
+    instance: &PgInstance,
+    problems: &mut Vec<Problem>,
+) -> Option<(Quantity, Quantity)> {
     let spec = &instance.spec;
     let data_size = match Quantity::parse(&spec.storage.size) {
         Ok(q) => Some(q),
@@ -111,7 +115,19 @@ fn check_storage(instance: &PgInstance, problems: &mut Vec<Problem>) -> Option<Q
             ),
         });
     }
-    data_size
+    let factor = spec.storage.size_factor;
+    let data_size = data_size?;
+    let volume = volume_size(data_size, factor);
+    if volume.is_none() && factor >= 2.0 {
+        problems.push(Problem {
+            reason: "InvalidStorageSize",
+            message: format!(
+                "spec.storage.sizeFactor {factor:e} × spec.storage.size {:?} is larger than any volume Kubernetes can request ({MAX_VOLUME_BYTES} bytes, just under 8 EiB): lower one of them",
+                spec.storage.size
+            ),
+        });
+    }
+    Some((data_size, volume?))
 }
 
 /// Every Secret the spec names must exist and hold the keys it is read for.

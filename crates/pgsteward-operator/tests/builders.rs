@@ -141,7 +141,8 @@ fn pvc_size_is_size_factor_times_data_size_rounded_up_to_a_valid_quantity() {
         ("1Ki", 2.5, "2560"),    // below a MiB: whole bytes
     ];
     for (size, factor, expected) in cases {
-        let q = pgsteward_api::quantity::volume_size(Quantity::parse(size).unwrap(), factor);
+        let q = pgsteward_api::quantity::volume_size(Quantity::parse(size).unwrap(), factor)
+            .expect("a volume size that fits");
         let expected_q = Quantity::parse(expected).unwrap();
         // Never smaller than factor × size.
         let exact = Quantity::parse(size).unwrap().ceil_units() as f64 * factor;
