@@ -85,6 +85,10 @@ base_layer() {
     apt-get clean
     rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log
   ' || die "preparing the base root filesystem failed"
+  # The stand-in's interpreter and the modules it imports: without them every
+  # wal-push in a pod exits 127 (found on the node tier's first backup).
+  as_root chroot "$root" python3 -c 'import json, shutil, socket, subprocess, tarfile, tempfile' ||
+    die "the base root filesystem cannot run the WAL-G stand-in (python3)"
   layer_tar "$root" "$out"
   as_root rm -rf "$root"
   echo "$out"
