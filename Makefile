@@ -26,7 +26,7 @@ run: ## install the CRDs into the current kube context and run the operator
 	@hack/run.sh
 
 .PHONY: test
-test: test-deps lint test-unit test-image test-chart test-cluster test-node ## install test deps, then run every tier
+test: test-deps lint test-unit test-image test-chart test-cluster test-node test-make-run ## install test deps, then run every tier
 	@echo "make test: all tiers finished"
 
 .PHONY: test-deps
@@ -56,6 +56,10 @@ test-cluster: ## the operator against a real API server: a local Kubernetes star
 .PHONY: test-node
 test-node: ## a pod of a debootstrap-made image on a real node (kubelet, containerd, kube-proxy, a provisioner) reaches a Service (needs root)
 	@e2e/run-tier.sh node
+
+.PHONY: test-make-run
+test-make-run: ## make run with no cluster starts the local one; kubectl apply of the minimal sample ends Ready (needs root)
+	@e2e/run-tier.sh make-run
 
 .PHONY: crds
 crds: ## regenerate crds/ from the Rust types, and the chart's copies

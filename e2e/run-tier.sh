@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one test tier with the cached test dependencies on PATH.
 #
-#   e2e/run-tier.sh image|chart|cluster|node|bench-upgrade|bench-scale
+#   e2e/run-tier.sh image|chart|cluster|node|make-run|bench-upgrade|bench-scale
 #
 # The image tier runs the wal-g named by PGSTEWARD_WALG (default: the labelled
 # stand-in e2e/standins/wal-g, file storage only) and, for its S3 backend, the
@@ -35,6 +35,11 @@ case "$tier" in
     # A local Kubernetes with a node of its own (root: containerd, runc, CNI).
     exec "$repo/e2e/node/with-cluster.sh" --node "node tier" "$repo/e2e/node/tier.sh" "${@:2}"
     ;;
+  make-run)
+    # `make run` itself, on a machine without a cluster (after the node tier:
+    # one kubelet per machine).
+    exec "$repo/e2e/node/make-run.sh" "${@:2}"
+    ;;
   bench-upgrade)
     exec "$repo/e2e/bench/upgrade.sh" "${@:2}"
     ;;
@@ -42,7 +47,7 @@ case "$tier" in
     exec "$repo/e2e/cluster/bench-scale.sh" "${@:2}"
     ;;
   *)
-    echo "usage: $0 image|chart|cluster|node|bench-upgrade|bench-scale" >&2
+    echo "usage: $0 image|chart|cluster|node|make-run|bench-upgrade|bench-scale" >&2
     exit 2
     ;;
 esac

@@ -41,8 +41,10 @@ REPOSITORY=${PGSTEWARD_IMAGE_REPOSITORY:-ghcr.io/pgsteward/postgres}
 OPERATOR_IMAGE=${PGSTEWARD_OPERATOR_IMAGE:-ghcr.io/pgsteward/operator:dev}
 # What the Dockerfiles install on top of the official image, and what the
 # official image itself brings that the scripts use.
+# python3 is for the WAL-G stand-in only (a Python script); the Dockerfile
+# installs none, real WAL-G being one Go binary.
 BASE_PACKAGES=(ca-certificates locales tzdata jq gosu cron procps xz-utils zstd
-  libicu72 libssl3 liblz4-1 libzstd1 libreadline8 zlib1g libxml2)
+  libicu72 libssl3 liblz4-1 libzstd1 libreadline8 zlib1g libxml2 python3)
 
 # layer_tar DIR OUT: an uncompressed layer, owners by number. The layer's
 # "./" entry sets the mode of the image's / : a mktemp -d staging directory
@@ -83,6 +85,10 @@ base_layer() {
     apt-get clean
     rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log
   ' || die "preparing the base root filesystem failed"
+  # The stand-in's interpreter and the modules it imports: without them every
+  # wal-push in a pod exits 127 (found on the node tier's first backup).
+  as_root chroot "$root" python3 -c 'import json, shutil, socket, subprocess, tarfile, tempfile' ||
+    die "the base root filesystem cannot run the WAL-G stand-in (python3)"
   layer_tar "$root" "$out"
   as_root rm -rf "$root"
   echo "$out"

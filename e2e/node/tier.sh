@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The node tier, on a local Kubernetes with its node (with-cluster.sh --node):
-# the node's smoke checks (smoke.sh), then the operator's scenarios on the
-# real kubelet (test_operator.py): the operator and PostgreSQL 17 and 18
-# images are built as root filesystems (image.sh) and imported into the
-# node's containerd first.
+# the node's smoke checks (smoke.sh); the cluster tier's checks
+# (e2e/cluster/run.sh), here with a kubelet, a scheduler that has a node and
+# a provisioner behind the default StorageClass; then the operator's
+# scenarios on the real kubelet (test_operator.py): the operator and
+# PostgreSQL 17 and 18 images are built as root filesystems (image.sh) and
+# imported into the node's containerd first.
 #
 #   KUBECONFIG=… e2e/node/tier.sh [PYTEST-ARGS...]
 #
@@ -20,6 +22,7 @@ repo=$(cd "$here/../.." && pwd)
 
 rc=0
 "$here/smoke.sh" || rc=1
+"$repo/e2e/cluster/run.sh" || rc=1
 
 binary="${CARGO_TARGET_DIR:-$repo/target}/debug/pgsteward-operator"
 if [ ! -x "$binary" ]; then
