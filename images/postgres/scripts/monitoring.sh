@@ -29,7 +29,8 @@ PGSTEWARD_LOG_NAME=monitoring
 MONITORING_USER=${PGSTEWARD_MONITORING_USER:-pgsteward_monitor}
 
 setup() {
-  [ -n "${PGSTEWARD_MONITORING_PASSWORD:-}" ] || { log "PGSTEWARD_MONITORING_PASSWORD is not set: no monitoring role"; return 0; }
+  # Without a password there is no exporter to connect: nothing to do.
+  [ -n "${PGSTEWARD_MONITORING_PASSWORD:-}" ] || return 0
   [[ "$MONITORING_USER" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] ||
     die "PGSTEWARD_MONITORING_USER must be 1-63 lower-case letters, digits or '_', starting with a letter or '_'" 2
   if [ "$(psql -XAtq -c 'select pg_is_in_recovery()')" = t ]; then
