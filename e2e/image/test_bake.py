@@ -136,8 +136,14 @@ def test_dockerfile_types_extend_the_official_image_as_specified():
     assert "ARG PG_MAJOR=18" in text and "ARG BASE=trixie" in text
     assert "FROM postgres:${PG_MAJOR}-${BASE} AS minimal" in text
     stages = dockerfile_stages()
-    assert list(stages) == ["minimal", "standard"]
-    minimal, standard = stages["minimal"], stages["standard"]
+    assert list(stages) == ["exporter", "minimal", "standard"]
+    exporter, minimal, standard = stages["exporter"], stages["minimal"], stages["standard"]
+    # exporter: postgres_exporter from our module, whose go.sum pins it.
+    assert "COPY exporter/ ./" in exporter and "GOFLAGS=-mod=readonly go build" in exporter
+    assert "github.com/prometheus-community/postgres_exporter/cmd/postgres_exporter" in exporter
+    assert (DOCKERFILE.parent / "exporter" / "go.sum").read_text().count("postgres_exporter v0.19.1") >= 1
+    assert "COPY --from=exporter /out/postgres_exporter /usr/local/bin/postgres_exporter" in minimal
+    assert "config/exporter/queries.yaml /etc/postgresql/exporter/queries.yaml" in minimal
     assert "FROM minimal AS standard" in text
     # minimal: scripts, config, jq; no WAL-G, no cron.
     assert "COPY --chmod=0755 scripts/ /usr/local/bin/" in minimal

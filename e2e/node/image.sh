@@ -26,7 +26,8 @@
 #   base       debootstrap minbase + the runtime packages, users postgres (999)
 #              and nonroot (65532), the en_US.UTF-8 locale
 #   pg-MAJOR   /usr/lib/postgresql/MAJOR, the cached build
-#   pgsteward  /etc/postgresql and /usr/local/bin: the image's config and scripts
+#   pgsteward  /etc/postgresql and /usr/local/bin: the image's config and
+#              scripts, WAL-G, and postgres_exporter (install-exporter.sh)
 #
 # Exit codes: 0 built; 1 a step failed (it says which); 2 usage.
 set -Eeuo pipefail
@@ -138,6 +139,11 @@ pgsteward_layer() {
   install -m 0755 "$repo/images/postgres/scripts/"* "$root/usr/local/bin/"
   install -m 0755 "$repo/e2e/standins/docker-entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
   install -m 0755 "$walg" "$root/usr/local/bin/wal-g"
+  # The Dockerfile's exporter stage builds the same module as install-exporter.sh.
+  "$repo/e2e/setup/install-exporter.sh"
+  install -m 0755 "$(readlink -f "$PGSTEWARD_CACHE/bin/postgres_exporter")" "$root/usr/local/bin/postgres_exporter"
+  install -d "$root/etc/postgresql/exporter"
+  install -m 0644 "$repo/images/postgres/config/exporter/queries.yaml" "$root/etc/postgresql/exporter/"
   layer_tar "$root" "$out"
   rm -rf "$root"
   echo "$out"

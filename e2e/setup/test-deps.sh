@@ -6,6 +6,7 @@
 #   $PGSTEWARD_CACHE/pg/<M>/   PostgreSQL majors ($PGSTEWARD_TEST_MAJORS)
 #   $PGSTEWARD_CACHE/venv/     Python tools for the test tiers
 #   $PGSTEWARD_CACHE/s3/       the image tier's S3 server (install-s3.sh, versitygw)
+#   $PGSTEWARD_CACHE/exporter/ the database metrics exporter (install-exporter.sh, postgres_exporter)
 #   $PGSTEWARD_CACHE/k8s/, etcd/  the local Kubernetes (e2e/node/install.sh)
 #
 #   e2e/setup/test-deps.sh           everything
@@ -102,6 +103,7 @@ main() {
   # shellcheck disable=SC2086 # a list of majors
   "$here/install-postgres.sh" ${PGSTEWARD_TEST_MAJORS:-17 18}
   "$here/install-s3.sh"
+  "$here/install-exporter.sh"
   log "test dependencies ready in $PGSTEWARD_CACHE: $("$BIN/helm" version --short 2>/dev/null), $("$BIN/docker-buildx" version 2>/dev/null | awk '{print $1, $2}'), hadolint $("$BIN/hadolint" --version | awk '{print $NF}')"
 }
 

@@ -20,7 +20,8 @@
 #     upgrade.sh auto  a major upgrade when the data is older (no-op otherwise)
 #     restore.sh auto  a requested restore (no-op otherwise)
 #     start_scheduler  the built-in backup scheduler, unless cron has it
-#     start_post_hook  `upgrade.sh post` once this server accepts connections
+#     start_post_hooks `monitoring.sh setup`, then `upgrade.sh post`, once this
+#                      server accepts connections
 #     exec $DOCKER_ENTRYPOINT postgres -c config_file=… -c hba_file=…
 #          -c ident_file=… -c unix_socket_directories=… <the docker run args>
 #
@@ -32,6 +33,8 @@
 #   PGSTEWARD_CRON_DIR         where the cron file goes (/etc/cron.d)
 #   PGSTEWARD_CRON_BIN         the cron daemon (cron)
 #   DOCKER_ENTRYPOINT          the official entrypoint (docker-entrypoint.sh)
+#   PGSTEWARD_MONITORING_PASSWORD  when set, the exporter's role (monitoring.sh)
+#   PGSTEWARD_MONITORING_USER  that role's name (pgsteward_monitor)
 #
 # Exit codes (before the exec; afterwards the exit code is postgres's own):
 #   1  a step failed, or a script of the image is missing; the log says which
@@ -460,14 +463,17 @@ start_scheduler() {
   run_helper "$here/backup-scheduler.sh" run --watch-pid "$$"
 }
 
-# upgrade.sh post (analyze, extension updates, a new full backup, clean-up
-# of the old data) once the server this process becomes accepts connections.
-start_post_hook() {
+# start_post_hooks: in the background, once the server this process becomes
+# accepts connections (not the official entrypoint's temporary init server),
+# the monitoring role (monitoring.sh setup), then upgrade.sh post (analyze,
+# extension updates, a new full backup, clean-up of the old data).
+start_post_hooks() {
   local main=$$
   (
     set +e
     while kill -0 "$main" 2>/dev/null; do
       if [ "$(head -n1 "$PGDATA/postmaster.pid" 2>/dev/null)" = "$main" ] && pg_isready -q >/dev/null 2>&1; then
+        "$here/monitoring.sh" setup || log "monitoring.sh setup exited $?; the exporter cannot connect until the next start"
         "$here/upgrade.sh" post || log "upgrade.sh post exited $?; see $PGSTEWARD_STATE_DIR/upgrade.json"
         break
       fi
@@ -516,7 +522,7 @@ main() {
   run_hook restore.sh auto
   record_progress restore
   start_scheduler
-  start_post_hook
+  start_post_hooks
   record_progress exec
   exec "$DOCKER_ENTRYPOINT" postgres "${SERVER_ARGS[@]}"
 }

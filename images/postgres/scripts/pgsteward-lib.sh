@@ -80,6 +80,9 @@ record_result() {
       startedAt: $started, finishedAt: $finished, pgMajor: $major, details: $details}')
   write_json_atomically "$(result_path "$kind" "$id")" "$json"
   write_json_atomically "$PGSTEWARD_STATE_DIR/$kind.json" "$json"
+  # The newest success too: a failed backup after it must not hide how old
+  # the last good one is (the exporter's backup age, monitoring.sh).
+  [ "$outcome" != succeeded ] || write_json_atomically "$PGSTEWARD_STATE_DIR/$kind-succeeded.json" "$json"
   case $kind in upgrade | restore) publish_results ;; esac
 }
 
